@@ -1,0 +1,280 @@
+"""Typed schema of a run's config, and the checks that run before any training.
+
+Hydra merges the YAML files of `configs/` into these dataclasses, so an unknown key or a
+value of the wrong type fails at composition time with the key's name. Checks that need
+more than a type (allowed choices, combinations) live in `validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from initbench.errors import ConfigError, choice_error
+
+TASKS = ("train", "probe")
+NORMS = ("batchnorm", "none", "weightnorm")
+LOADERS = ("resident", "torch")
+PRECISIONS = ("fp32", "bf16")
+AUGMENTS = ("crop_flip", "none")
+WARMUP_SHAPES = ("linear", "quadratic")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = "${oc.env:INITBENCH_DATA,data}"
+    download: bool = True
+    verify_md5: bool = True
+    num_classes: int = 10
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    augment: str = "crop_flip"
+    # Size of each split: 0 keeps the whole split; the synthetic set is generated at this size.
+    train_size: int = 0
+    test_size: int = 0
+    cache_dir: str = "${oc.env:INITBENCH_CACHE,${oc.env:HOME,.}/.cache/initbench}"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    arch: str = MISSING
+    depth: int = MISSING
+    width: int = 16
+    widen_factor: int = 1
+    block: str = "basic"
+    layout: str = "postact"
+    shortcut: str = "A"
+    # Per-block scalar parameters some inits need (Fixup's biases and multiplier, ReZero's gate).
+    branch_scalars: str = "none"
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    # Regex on parameter names -> LR multiplier (first match wins), e.g. Fixup's scalars at lr/10.
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+    # Fractions of training (0..1) at which the step schedule multiplies the LR by gamma:
+    # [0.5, 0.75] is He et al.'s 32k/48k of 64k iterations and Fixup's epochs 100/150 of 200.
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+
+
+@dataclass
+class DataLoaderConfig:
+    loader: str = "resident"
+    num_workers: int = 2
+
+
+@dataclass
+class DivergenceConfig:
+    # A run diverges when its training loss is non-finite or exceeds loss_factor x its first loss.
+    loss_factor: float = 10.0
+    # Steps between the host reads the divergence flags (the only sync inside an epoch).
+    check_every: int = 50
+
+
+@dataclass
+class Config:
+    defaults: list[Any] = field(default_factory=lambda: ["_self_"])
+    task: str = "train"
+    experiment_name: str = "adhoc"
+    seed: Any = 0
+    epochs: int = 200
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    # Warmup length: 0 or "none" = off, a number = epochs, "<n>st" = optimizer steps.
+    warmup: Any = 0
+    warmup_shape: str = "linear"
+    norm: str = "batchnorm"
+    force: bool = False
+    device: str = "auto"
+    deterministic: bool = False
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    progress: bool = True
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init: Any = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    probe: Any = field(default_factory=lambda: {"batch_size": 128})
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+# Keys that say how or where to run, not what is computed: they do not change a run's identity.
+_CONTROL_KEYS = ("force", "progress", "device", "task", "probe")
+_CONTROL_DATASET_KEYS = ("root", "download", "cache_dir", "verify_md5")
+_CONTROL_DATA_KEYS = ("num_workers",)
+
+
+def run_identity(cfg: DictConfig | dict, seed: Any) -> dict:
+    """The config fields that define what a run computes (paths and run control removed)."""
+    tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    tree = {k: v for k, v in tree.items() if k != "hydra" and k not in _CONTROL_KEYS}
+    tree["seed"] = seed
+    tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _CONTROL_DATASET_KEYS}
+    tree["data"] = {k: v for k, v in tree["data"].items() if k not in _CONTROL_DATA_KEYS}
+    return tree
+
+
+def _identity_name(cfg: DictConfig | dict, seed: Any) -> str:
+    identity = run_identity(cfg, seed)
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    seed_label = "-".join(str(s) for s in seed) if isinstance(seed, list) else str(seed)
+    return f"{identity['model']['name']}-{identity['norm']}-{identity['init']['name']}-s{seed_label}-{digest}"
+
+
+def run_id(cfg: DictConfig | dict, seed: int) -> str:
+    """Readable, stable id: same config and seed -> same id, so a re-launched sweep finds its runs."""
+    return _identity_name(cfg, seed)
+
+
+def job_name(*, _root_: DictConfig) -> str:
+    """Hydra resolver for run and sweep directory names (`${ib_job_name:}`)."""
+    tree = OmegaConf.to_container(_root_, resolve=False)
+    tree = {k: v for k, v in tree.items() if k != "hydra"}
+    resolved = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+    seeds = seeds_of(resolved["seed"])
+    return _identity_name(resolved, seeds if len(seeds) > 1 else seeds[0])
+
+
+def seeds_of(seed: Any) -> list[int]:
+    """`seed` is one int, or a list of ints trained together as fused runs."""
+    values = list(seed) if OmegaConf.is_list(seed) or isinstance(seed, (list, tuple)) else [seed]
+    if not values or not all(isinstance(s, int) and not isinstance(s, bool) for s in values):
+        raise ConfigError(f"seed={seed!r}: give an integer (seed=3) or a list of integers (seed=[0,1,2]).")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"seed={list(values)} repeats a seed; each fused run needs its own seed.")
+    return values
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """Parsed `warmup`: length in epochs or in steps (both 0 = off), and its shape."""
+
+    epochs: float = 0.0
+    steps: int = 0
+    shape: str = "linear"
+
+    @property
+    def enabled(self) -> bool:
+        return self.epochs > 0 or self.steps > 0
+
+    def label(self) -> str:
+        if not self.enabled:
+            return "none"
+        length = f"{self.steps}st" if self.steps else f"{self.epochs:g}ep"
+        return length if self.shape == "linear" else f"{self.shape}:{length}"
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.steps or int(round(self.epochs * steps_per_epoch))
+
+
+def parse_warmup(value: Any, shape: str) -> Warmup:
+    if shape not in WARMUP_SHAPES:
+        raise choice_error("warmup_shape", shape, WARMUP_SHAPES)
+    hint = "Use warmup=0 or warmup=none (off), warmup=5 (5 epochs) or warmup=500st (500 steps)."
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "off", "0")):
+        return Warmup(shape=shape)
+    if isinstance(value, bool):
+        raise ConfigError(f"warmup={value!r} is not a warmup length. {hint}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"warmup={value!r} must be a finite number >= 0. {hint}")
+        return Warmup(epochs=float(value), shape=shape)
+    match = re.fullmatch(r"(\d+)\s*(st|steps?)", str(value).strip())
+    if match:
+        return Warmup(steps=int(match.group(1)), shape=shape)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ep|epochs?)", str(value).strip())
+    if match:
+        return Warmup(epochs=float(match.group(1)), shape=shape)
+    raise ConfigError(f"warmup={value!r} is not a warmup length. {hint}")
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise choice_error(key, value, allowed)
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value!r} must be a finite number {bound}.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no data or model: run before anything is built or written."""
+    from initbench.data import DATASETS
+    from initbench.inits import check_init
+    from initbench.models import check_model
+
+    _check_choice("task", cfg.task, TASKS)
+    _check_choice("norm", cfg.norm, NORMS)
+    _check_choice("precision", cfg.precision, PRECISIONS)
+    _check_choice("data.loader", cfg.data.loader, LOADERS)
+    _check_choice("dataset.name", cfg.dataset.name, tuple(DATASETS))
+    _check_choice("dataset.augment", cfg.dataset.augment, AUGMENTS)
+    _check_choice("optim.name", cfg.optim.name, ("sgd", "adam"))
+    _check_choice("schedule.name", cfg.schedule.name, ("step", "cosine", "constant"))
+    seeds = seeds_of(cfg.seed)
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"seed={cfg.seed} must be >= 0.")
+    _check_positive("epochs", cfg.epochs)
+    _check_positive("batch_size", cfg.batch_size)
+    _check_positive("eval_batch_size", cfg.eval_batch_size)
+    _check_positive("optim.lr", cfg.optim.lr)
+    _check_positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
+    _check_positive("optim.momentum", cfg.optim.momentum, allow_zero=True)
+    _check_positive("divergence.loss_factor", cfg.divergence.loss_factor)
+    _check_positive("dataset.train_size", cfg.dataset.train_size, allow_zero=True)
+    _check_positive("dataset.test_size", cfg.dataset.test_size, allow_zero=True)
+    if len(cfg.dataset.mean) != 3 or len(cfg.dataset.std) != 3 or min(cfg.dataset.std) <= 0:
+        raise ConfigError("dataset.mean and dataset.std need three values (one per channel), std > 0.")
+    for pattern in cfg.optim.lr_multipliers:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"optim.lr_multipliers key {pattern!r} is not a valid regex: {err}") from None
+    for milestone in cfg.schedule.milestones:
+        if not 0 < milestone < 1:
+            raise ConfigError(
+                f"schedule.milestones={list(cfg.schedule.milestones)}: milestones are fractions of training, "
+                "each between 0 and 1 (e.g. [0.5, 0.75] for epochs 100 and 150 of 200)."
+            )
+    warmup = parse_warmup(cfg.warmup, cfg.warmup_shape)
+    if warmup.epochs >= cfg.epochs:
+        raise ConfigError(
+            f"warmup={cfg.warmup} epochs is not shorter than training (epochs={cfg.epochs:g}). "
+            "Shorten the warmup or train longer."
+        )
+    if len(seeds) > 1 and cfg.data.loader == "torch":
+        raise ConfigError("Fused runs (seed=[...]) need data.loader=resident; the torch loader feeds one run.")
+    check_model(cfg.model, cfg.norm)
+    check_init(cfg.init, cfg.model, cfg.norm)

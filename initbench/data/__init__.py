@@ -1,0 +1,39 @@
+"""Datasets as uint8 image tensors, and the loaders that feed them to training.
+
+Every dataset is loaded once into `ImageData` (uint8 NCHW images + int64 labels); the
+loaders in `loaders.py` batch, augment and normalise them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from initbench.data.cifar import load_cifar10, load_cifar100
+from initbench.data.image_folder import load_cifar10_jpeg
+from initbench.data.synthetic import load_synthetic
+from initbench.data.types import ImageData, take_subset
+
+DATASETS: dict[str, Callable[[DictConfig], ImageData]] = {
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "cifar10_jpeg": load_cifar10_jpeg,
+    "synthetic": load_synthetic,
+}
+
+
+def load_dataset(cfg: DictConfig) -> ImageData:
+    """Load `cfg.dataset` (a DatasetConfig) and cut each split to its configured size."""
+    data = DATASETS[cfg.name](cfg)
+    if data.num_classes != cfg.num_classes:
+        from initbench.errors import ConfigError
+
+        raise ConfigError(
+            f"dataset.num_classes={cfg.num_classes} but {cfg.name} has {data.num_classes} classes; "
+            "fix dataset.num_classes."
+        )
+    return take_subset(data, cfg.train_size, cfg.test_size)
+
+
+__all__ = ["DATASETS", "ImageData", "load_dataset"]

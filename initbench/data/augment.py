@@ -1,0 +1,44 @@
+"""Batched augmentation and normalisation on whatever device the images live on.
+
+Same distribution as torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip(0.5):
+per-sample crop offsets uniform over the (2*pad+1)^2 positions of the zero-padded image,
+and an independent fair coin per sample for the flip.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+PAD = 4
+
+
+def sample_crop_flip(count: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Per-sample augmentation parameters, one row (offset_y, offset_x, flip) per sample."""
+    offsets = torch.randint(0, 2 * PAD + 1, (count, 2), generator=generator, device=device)
+    flips = torch.randint(0, 2, (count, 1), generator=generator, device=device)
+    return torch.cat([offsets, flips], dim=1)
+
+
+def crop_flip(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Apply per-sample (offset_y, offset_x, flip) to uint8 images [N, C, H, W] in one gather."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (PAD, PAD, PAD, PAD))
+    rows = params[:, 0:1] + torch.arange(h, device=images.device)
+    cols = torch.arange(w, device=images.device).expand(n, w)
+    cols = torch.where(params[:, 2:3].bool(), w - 1 - cols, cols) + params[:, 1:2]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class Normalize:
+    """uint8 [.., C, H, W] -> float, (x/255 - mean) / std, precomputed as one multiply-add."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device):
+        std_t = torch.tensor(std, device=device).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, device=device).view(-1, 1, 1) / std_t
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, images.float(), self.scale)

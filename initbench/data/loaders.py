@@ -1,0 +1,124 @@
+"""Training batches for K runs at once (K = 1 for a plain run), and test batches.
+
+`ResidentLoader` keeps a split on the training device as uint8 and does shuffling,
+augmentation and normalisation there: no host work per step. Each run draws its data order
+and augmentation from its own generator, so run k sees exactly the batches it would see alone.
+`TorchLoader` is the reference path (torchvision transforms in DataLoader workers, one run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from initbench.data.augment import Normalize, crop_flip, sample_crop_flip
+
+
+def data_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator behind a run's data order and augmentation (separate from init's RNG)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    return -(-num_images // batch_size)  # the last partial batch is kept, as in the papers' loaders
+
+
+class ResidentLoader:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        normalize: Normalize,
+        augment: bool,
+        generators: list[torch.Generator],
+    ):
+        self.images, self.labels = images, labels
+        self.batch_size, self.normalize, self.augment = batch_size, normalize, augment
+        self.generators = generators
+        self.steps_per_epoch = steps_per_epoch(len(labels), batch_size)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yields (images [K, B, C, H, W] float, labels [K, B]) for one pass over the split."""
+        n, device = len(self.labels), self.images.device
+        orders = torch.stack([torch.randperm(n, generator=g, device=device) for g in self.generators])
+        if self.augment:
+            params = torch.stack([sample_crop_flip(n, g, device) for g in self.generators])
+        runs = len(self.generators)
+        for start in range(0, n, self.batch_size):
+            index = orders[:, start : start + self.batch_size]
+            images = self.images[index]
+            if self.augment:
+                flat = crop_flip(images.flatten(0, 1), params[:, start : start + self.batch_size].flatten(0, 1))
+                images = flat.view(runs, -1, *flat.shape[1:])
+            yield self.normalize(images), self.labels[index]
+
+    def state_dict(self, run: int) -> dict:
+        return {"generator": self.generators[run].get_state()}
+
+    def load_state_dict(self, run: int, state: dict) -> None:
+        self.generators[run].set_state(state["generator"])
+
+
+class _TransformedImages(Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+class TorchLoader:
+    """Reference loader: per-sample torchvision transforms on CPU workers, as the official scripts do."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        augment: bool,
+        seed: int,
+        num_workers: int,
+        device: torch.device,
+    ):
+        steps = [v2.RandomCrop(images.shape[-1], padding=4), v2.RandomHorizontalFlip()] if augment else []
+        transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = device
+        self.loader = DataLoader(
+            _TransformedImages(images.cpu(), labels.cpu(), transform),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=self.generator,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
+        self.steps_per_epoch = len(self.loader)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            yield images.unsqueeze(0), labels.to(self.device, non_blocking=True).unsqueeze(0)
+
+    def state_dict(self, run: int) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, run: int, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def eval_batches(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, normalize: Normalize
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The test split in fixed order, shared by all K runs."""
+    for start in range(0, len(labels), batch_size):
+        yield normalize(images[start : start + batch_size]), labels[start : start + batch_size]

@@ -1,0 +1,1 @@
+"""Training: optimizers and LR schedules, K runs trained together, and the runner that drives a job."""

@@ -1,0 +1,182 @@
+"""A job: one Hydra run (or sweep cell) that trains one seed, or several seeds fused on one device.
+
+The runner decides which runs still need training (a run with a summary is finished and is
+skipped unless force=true), writes each run's config and environment next to its results,
+drives the `Trainer`, and writes the tidy CSVs: metrics after every epoch, the summary last.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from initbench.config import parse_warmup, run_id, seeds_of, validate
+from initbench.data import load_dataset
+from initbench.data.loaders import data_generator
+from initbench.results.files import (
+    CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE,
+    read_summary, write_csv, write_json, write_text,
+)
+from initbench.train.trainer import RunState, Trainer, resolve_device
+
+log = logging.getLogger("initbench")
+
+
+def run_dirs(cfg: DictConfig, job_dir: Path) -> list[tuple[int, Path]]:
+    """(seed, directory) of each run in the job: the job dir itself, or one subfolder per fused seed."""
+    seeds = seeds_of(cfg.seed)
+    if len(seeds) == 1:
+        return [(seeds[0], job_dir)]
+    return [(seed, job_dir / f"seed_{seed}") for seed in seeds]
+
+
+def git_commit() -> str:
+    """The harness's git commit (with -dirty for uncommitted changes), or 'unknown' outside a checkout."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "initbench_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "host": platform.node(),
+        "command": sys.argv,
+    }
+
+
+def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.device) -> dict:
+    epochs_trained = run.epochs_done if not run.diverged else run.diverged_epoch
+    return {
+        "run_id": run.run_id,
+        "experiment": cfg.experiment_name,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "depth": cfg.model.depth,
+        "norm": cfg.norm,
+        "init": cfg.init.name,
+        "optimizer": cfg.optim.name,
+        "lr": cfg.optim.lr,
+        "warmup": parse_warmup(cfg.warmup, cfg.warmup_shape).label(),
+        "schedule": cfg.schedule.name,
+        "epochs": int(cfg.epochs),
+        "batch_size": cfg.batch_size,
+        "weight_decay": cfg.optim.weight_decay,
+        "seed": run.seed,
+        "fused_runs": fused_runs,
+        "epochs_done": epochs_trained,
+        "diverged": run.diverged,
+        "diverged_epoch": run.diverged_epoch if run.diverged else "",
+        "diverged_step": run.diverged_step if run.diverged else "",
+        "final_test_error": run.last("test", "error"),
+        "best_test_error": run.best_test_error if math.isfinite(run.best_test_error) else math.nan,
+        "first_epoch_test_error": run.first("test", "error"),
+        "final_test_loss": run.last("test", "loss"),
+        "final_train_loss": run.last("train", "loss"),
+        "final_train_error": run.last("train", "error"),
+        "wall_time_s": run.train_seconds,
+        "images_per_s": run.images_trained / run.train_seconds if run.train_seconds else math.nan,
+        "device": str(device),
+    }
+
+
+def _configure_determinism(cfg: DictConfig, device: torch.device) -> None:
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
+    """Train the runs of this job that are not finished yet; return every run's summary row."""
+    validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    plan = [(seed, directory, run_id(resolved, seed)) for seed, directory in run_dirs(cfg, job_dir)]
+    checkpoint = job_dir / CHECKPOINT_FILE
+    if cfg.force:
+        checkpoint.unlink(missing_ok=True)
+    pending, finished = [], []
+    for seed, directory, identity in plan:
+        summary = None if cfg.force else read_summary(directory / SUMMARY_FILE)
+        if summary is not None and summary["run_id"] == identity:
+            log.info("skip %s: finished earlier (%s); force=true trains it again", identity, directory)
+            finished.append(summary)
+        else:
+            pending.append((seed, directory, identity))
+    if not pending:
+        return finished
+
+    device = resolve_device(cfg.device)
+    _configure_determinism(cfg, device)
+    data = load_dataset(cfg.dataset)
+    env = environment(device)
+    runs = []
+    for seed, directory, identity in pending:
+        (directory / SUMMARY_FILE).unlink(missing_ok=True)
+        write_text(directory / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.merge(cfg, {"seed": seed}), resolve=True))
+        write_json(directory / ENV_FILE, env)
+        runs.append(RunState(identity, seed, directory, data_generator(seed, device)))
+
+    trainer = Trainer(cfg, runs, data, device, checkpoint)
+
+    def write_metrics() -> None:
+        for run in runs:
+            write_csv(run.out_dir / METRICS_FILE, run.rows, METRIC_COLUMNS)
+
+    trainer.fit(on_epoch_end=write_metrics)
+    write_metrics()
+    summaries = [summary_row(cfg, run, len(runs), device) for run in runs]
+    for run, summary in zip(runs, summaries):
+        write_csv(run.out_dir / SUMMARY_FILE, [summary], SUMMARY_COLUMNS)
+    checkpoint.unlink(missing_ok=True)  # the summary now marks the runs finished
+    return finished + summaries
+
+
+def print_summary(summaries: list[dict], job_dir: Path) -> None:
+    """One screen: each run's outcome, and where its files are."""
+    lines = [f"{'run':<44} {'epochs':>6} {'final err':>9} {'best err':>8} {'diverged':>8} {'time s':>7} {'img/s':>7}"]
+    for s in summaries:
+        def number(key: str, fmt: str) -> str:
+            try:
+                return format(float(s[key]), fmt)
+            except (TypeError, ValueError):
+                return "-"
+        diverged = str(s["diverged"]).lower() == "true"
+        lines.append(
+            f"{s['run_id']:<44} {s['epochs_done']!s:>6} {number('final_test_error', '9.2f')} "
+            f"{number('best_test_error', '8.2f')} {('yes@' + str(s['diverged_epoch'])) if diverged else 'no':>8} "
+            f"{number('wall_time_s', '7.1f')} {number('images_per_s', '7.0f')}"
+        )
+    lines.append(f"results: {job_dir}")
+    print("\n".join(lines))
+
+
+def remove_if_empty(job_dir: Path) -> None:
+    """After a failed start, remove a run dir that holds nothing but Hydra's own files."""
+    if not job_dir.is_dir():
+        return
+    leftovers = [p for p in job_dir.iterdir() if p.name != ".hydra" and not p.name.endswith(".log")]
+    if not leftovers:
+        shutil.rmtree(job_dir)
+

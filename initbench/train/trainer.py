@@ -1,0 +1,272 @@
+"""The training loop: K runs (K = 1 for a plain run) trained together, evaluated each epoch.
+
+Each run's state lives in its `RunState`: identity, data generator, metric rows, divergence.
+Inside an epoch nothing is read back to the host except the divergence flags every
+`divergence.check_every` steps; losses and accuracies accumulate on the device and are read
+once per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from initbench.config import parse_warmup
+from initbench.data import ImageData
+from initbench.data.augment import Normalize, crop_flip, sample_crop_flip
+from initbench.data.loaders import ResidentLoader, TorchLoader, data_generator, eval_batches
+from initbench.errors import UserError
+from initbench.inits import InitContext, apply_init
+from initbench.models import build_model
+from initbench.results.files import load_checkpoint, save_checkpoint
+from initbench.train.optim import LRSchedule, build_optimizer
+from initbench.train.replicas import Replicas
+
+log = logging.getLogger("initbench")
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RunState:
+    """Everything about one run that outlives a step: who it is, where its files go, what it measured."""
+
+    run_id: str
+    seed: int
+    out_dir: Path
+    generator: torch.Generator
+    epochs_done: int = 0
+    steps_done: int = 0
+    rows: list[dict] = field(default_factory=list)
+    diverged_epoch: int | None = None
+    diverged_step: int | None = None
+    best_test_error: float = math.inf
+    train_seconds: float = 0.0
+    images_trained: int = 0
+    loss_bound: float = math.inf  # loss_factor x the run's first training loss
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_step is not None
+
+    def record(self, split: str, metric: str, value: float) -> None:
+        self.rows.append({"run_id": self.run_id, "epoch": self.epochs_done, "step": self.steps_done,
+                          "split": split, "metric": metric, "value": value})
+
+    def last(self, split: str, metric: str) -> float:
+        values = [r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric]
+        return values[-1] if values else math.nan
+
+    def first(self, split: str, metric: str) -> float:
+        values = [r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric]
+        return values[0] if values else math.nan
+
+    _SAVED = ("epochs_done", "steps_done", "rows", "diverged_epoch", "diverged_step", "best_test_error",
+              "train_seconds", "images_trained", "loss_bound")
+
+    def to_checkpoint(self) -> dict:
+        return {name: getattr(self, name) for name in self._SAVED}
+
+    def load_checkpoint(self, saved: dict) -> None:
+        for name in self._SAVED:
+            setattr(self, name, saved[name])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} was requested but no CUDA GPU is visible. Use device=auto or device=cpu.")
+    return torch.device(name)
+
+
+def _init_batch(data: ImageData, seed: int, size: int, normalize: Normalize, augment: bool) -> torch.Tensor:
+    """One augmented training batch for data-dependent inits, from its own generator (data order untouched)."""
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    index = torch.randperm(len(data.train_labels), generator=generator)[:size]
+    images = data.train_images[index]
+    if augment:
+        images = crop_flip(images, sample_crop_flip(len(index), generator, images.device))
+    return normalize(images)
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData, device: torch.device,
+                 checkpoint_path: Path):
+        self.cfg, self.runs, self.device, self.checkpoint_path = cfg, runs, device, checkpoint_path
+        self.data = data
+        self.epochs = int(cfg.epochs)
+        augment = cfg.dataset.augment == "crop_flip"
+        self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
+        memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+        models = [self._build_model(run, augment).to(device, memory_format=memory_format) for run in runs]
+        self.replicas = Replicas(models, cfg.compile, cfg.channels_last)
+        self.optimizer = build_optimizer(self.replicas.named_parameters(), cfg.optim)
+
+        if cfg.data.loader == "torch":
+            self.loader = TorchLoader(data.train_images, data.train_labels, cfg.batch_size, list(cfg.dataset.mean),
+                                      list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device)
+        else:
+            self.loader = ResidentLoader(data.train_images.to(device), data.train_labels.to(device), cfg.batch_size,
+                                         self.normalize, augment, [run.generator for run in runs])
+        self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
+                                   self.loader.steps_per_epoch, self.epochs)
+        self.test_images = data.test_images.to(device)
+        self.test_labels = data.test_labels.to(device)
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                         else nullcontext())
+        self._resume()
+
+    def _build_model(self, run: RunState, augment: bool) -> torch.nn.Module:
+        """Build and initialise one run's model on the CPU from its seed, so the init is device-independent."""
+        torch.manual_seed(run.seed)
+        model = build_model(self.cfg.model, self.cfg.norm, self.data.num_classes)
+        cpu_normalize = Normalize(self.cfg.dataset.mean, self.cfg.dataset.std, torch.device("cpu"))
+        context = InitContext(
+            model_cfg=self.cfg.model,
+            norm=self.cfg.norm,
+            batch=lambda: _init_batch(self.data, run.seed, self.cfg.batch_size, cpu_normalize, augment),
+        )
+        apply_init(model, self.cfg.init, context)
+        return model
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _resume(self) -> None:
+        if not self.checkpoint_path.is_file():
+            return
+        saved = load_checkpoint(self.checkpoint_path)
+        entries = saved.get("runs", {}) if saved.get("version") == CHECKPOINT_VERSION else {}
+        if not all(run.run_id in entries for run in self.runs):
+            raise UserError(
+                f"The checkpoint {self.checkpoint_path} does not belong to these runs. Delete it to start "
+                "them from scratch, or run with force=true."
+            )
+        chosen = [entries[run.run_id] for run in self.runs]
+        if len({entry["run"]["epochs_done"] for entry in chosen}) != 1:
+            raise UserError(f"The runs in {self.checkpoint_path} stopped at different epochs; run with force=true.")
+        self.replicas.load_run_states([entry["model"] for entry in chosen])
+        self.replicas.load_optimizer_run_states(self.optimizer, [entry["optimizer"] for entry in chosen])
+        for index, (run, entry) in enumerate(zip(self.runs, chosen)):
+            run.load_checkpoint(entry["run"])
+            self.loader.load_state_dict(index, entry["loader"])
+        log.info("resumed %d run(s) from %s after epoch %d", len(self.runs), self.checkpoint_path,
+                 self.runs[0].epochs_done)
+
+    def _save_checkpoint(self) -> None:
+        entries = {
+            run.run_id: {
+                "model": self.replicas.run_state(index),
+                "optimizer": self.replicas.optimizer_run_state(self.optimizer, index),
+                "loader": self.loader.state_dict(index),
+                "run": run.to_checkpoint(),
+            }
+            for index, run in enumerate(self.runs)
+        }
+        save_checkpoint(self.checkpoint_path, {"version": CHECKPOINT_VERSION, "runs": entries})
+
+    # ----------------------------------------------------------------------------- training
+    def fit(self, on_epoch_end=None) -> None:
+        """Train until `epochs` or until every run has diverged; `on_epoch_end()` runs after each checkpoint."""
+        while self.runs[0].epochs_done < self.epochs and not all(run.diverged for run in self.runs):
+            self._train_epoch()
+            self._evaluate()
+            self._save_checkpoint()
+            if on_epoch_end is not None:
+                on_epoch_end()
+            self._log_epoch()
+
+    def _train_epoch(self) -> None:
+        runs, count = self.runs, len(self.runs)
+        alive_before = [not run.diverged for run in runs]
+        loss_sum = torch.zeros(count, device=self.device)
+        correct = torch.zeros(count, device=self.device, dtype=torch.long)
+        seen = torch.zeros((), device=self.device, dtype=torch.long)
+        bound = torch.tensor([run.loss_bound for run in runs], device=self.device)
+        diverged_at = torch.tensor([run.diverged_step or -1 for run in runs], device=self.device)
+        step = runs[0].steps_done
+        factor = self.cfg.divergence.loss_factor
+        check_every = max(1, self.cfg.divergence.check_every)
+        self.replicas.train(True)
+        progress = tqdm(total=self.loader.steps_per_epoch, desc=f"epoch {runs[0].epochs_done + 1}/{self.epochs}",
+                        leave=False, disable=not (self.cfg.progress and sys.stderr.isatty()))
+        started = time.perf_counter()
+        for images, labels in self.loader.epoch():
+            self.schedule.apply(self.optimizer, step)
+            with self.autocast:
+                logits = self.replicas(images)
+            losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+            losses = losses.view(count, -1).mean(dim=1)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            self.optimizer.step()
+            step += 1
+            detached = losses.detach()
+            bound = torch.where(torch.isinf(bound), factor * detached, bound) if step == 1 else bound
+            bad = ~torch.isfinite(detached) | (detached > bound)
+            diverged_at = torch.where((diverged_at < 0) & bad, step, diverged_at)
+            loss_sum += detached * labels.shape[1]
+            correct += (logits.argmax(dim=-1) == labels).sum(dim=1)
+            seen += labels.shape[1]
+            progress.update()
+            if step % check_every == 0 and bool((diverged_at >= 0).all()):
+                break  # every run has diverged: nothing left to train this epoch
+        progress.close()
+        losses_host, correct_host = loss_sum.tolist(), correct.tolist()
+        diverged_host, bound_host, seen_host = diverged_at.tolist(), bound.tolist(), int(seen)
+        elapsed = time.perf_counter() - started
+        for run, alive, loss, hits, diverged_step, run_bound in zip(runs, alive_before, losses_host, correct_host,
+                                                                   diverged_host, bound_host):
+            run.epochs_done += 1
+            run.steps_done = step
+            run.loss_bound = run_bound
+            if not alive:
+                continue
+            run.train_seconds += elapsed
+            run.images_trained += seen_host
+            run.record("train", "loss", loss / seen_host)
+            run.record("train", "error", 100.0 * (1 - hits / seen_host))
+            run.record("train", "lr", self.optimizer.param_groups[0]["lr"])
+            if diverged_step >= 0:
+                run.diverged_step, run.diverged_epoch = diverged_step, run.epochs_done
+
+    @torch.no_grad()
+    def _evaluate(self) -> None:
+        count = len(self.runs)
+        loss_sum = torch.zeros(count, device=self.device)
+        correct = torch.zeros(count, device=self.device, dtype=torch.long)
+        self.replicas.train(False)
+        for images, labels in eval_batches(self.test_images, self.test_labels, self.cfg.eval_batch_size,
+                                           self.normalize):
+            with self.autocast:
+                logits = self.replicas.forward_shared(images)
+            targets = labels.expand(count, -1)
+            loss_sum += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").sum(dim=1)
+            correct += (logits.argmax(dim=-1) == targets).sum(dim=1)
+        total = len(self.test_labels)
+        for run, loss, hits in zip(self.runs, loss_sum.tolist(), correct.tolist()):
+            if run.diverged:
+                continue
+            error = 100.0 * (1 - hits / total)
+            run.record("test", "loss", loss / total)
+            run.record("test", "error", error)
+            run.best_test_error = min(run.best_test_error, error)
+
+    def _log_epoch(self) -> None:
+        for run in self.runs:
+            if run.diverged and run.diverged_epoch != run.epochs_done:
+                continue
+            status = f"DIVERGED at step {run.diverged_step}" if run.diverged else (
+                f"test err {run.last('test', 'error'):.2f}%")
+            rate = run.images_trained / run.train_seconds if run.train_seconds else 0.0
+            log.info("epoch %d/%d %s | train loss %.4f err %.2f%% | %s | %.0f img/s", run.epochs_done, self.epochs,
+                     run.run_id, run.last("train", "loss"), run.last("train", "error"), status, rate)
