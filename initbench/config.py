@@ -23,6 +23,8 @@ TASKS = ("train", "probe")
 NORMS = ("batchnorm", "none", "weightnorm")
 LOADERS = ("resident", "torch")
 PRECISIONS = ("fp32", "bf16")
+# compile=true is torch.compile's default mode; a mode name picks another (reduce-overhead = CUDA graphs).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 AUGMENTS = ("crop_flip", "none")
 WARMUP_SHAPES = ("linear", "quadratic")
 
@@ -110,7 +112,7 @@ class Config:
     device: str = "auto"
     deterministic: bool = False
     precision: str = "fp32"
-    compile: bool = False
+    compile: Any = False  # false | true | one of COMPILE_MODES
     channels_last: bool = False
     progress: bool = True
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -161,7 +163,9 @@ def job_name(*, _root_: DictConfig) -> str:
     tree = {k: v for k, v in tree.items() if k != "hydra"}
     resolved = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
     seeds = seeds_of(resolved["seed"])
-    return _identity_name(resolved, seeds if len(seeds) > 1 else seeds[0])
+    name = _identity_name(resolved, seeds if len(seeds) > 1 else seeds[0])
+    # `task` is not part of a run's identity, so a probe gets its own folder next to the training run's.
+    return f"probe-{name}" if resolved.get("task") == "probe" else name
 
 
 def seeds_of(seed: Any) -> list[int]:
@@ -238,6 +242,8 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("task", cfg.task, TASKS)
     _check_choice("norm", cfg.norm, NORMS)
     _check_choice("precision", cfg.precision, PRECISIONS)
+    if not isinstance(cfg.compile, bool) and cfg.compile not in COMPILE_MODES:
+        raise choice_error("compile", cfg.compile, ("true", "false", *COMPILE_MODES))
     _check_choice("data.loader", cfg.data.loader, LOADERS)
     _check_choice("dataset.name", cfg.dataset.name, tuple(DATASETS))
     _check_choice("dataset.augment", cfg.dataset.augment, AUGMENTS)

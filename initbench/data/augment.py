@@ -33,7 +33,11 @@ def crop_flip(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
 
 
 class Normalize:
-    """uint8 [.., C, H, W] -> float, (x/255 - mean) / std, precomputed as one multiply-add."""
+    """uint8 [.., C, H, W] -> float, (x/255 - mean) / std, as one multiply-add kernel.
+
+    The output keeps the input's memory layout, so a channels_last uint8 batch gives a
+    channels_last float batch with no extra copy.
+    """
 
     def __init__(self, mean: list[float], std: list[float], device: torch.device):
         std_t = torch.tensor(std, device=device).view(-1, 1, 1)
@@ -41,4 +45,4 @@ class Normalize:
         self.shift = -torch.tensor(mean, device=device).view(-1, 1, 1) / std_t
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, images.float(), self.scale)
+        return torch.addcmul(self.shift, images, self.scale)  # uint8 is promoted inside the kernel

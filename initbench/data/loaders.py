@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
@@ -27,6 +28,18 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
 
 
 class ResidentLoader:
+    """Batches for K runs from a split held on the training device.
+
+    At the start of each epoch every run draws, from its own generator, a permutation of the split
+    and one (crop, flip) per position; the whole epoch is then augmented at once (one gather per run,
+    no per-step augmentation kernels) into a uint8 buffer, and each step only slices it and normalises.
+    The draws are the same as if the run trained alone, so fusing runs changes no run's data.
+
+    With `channels_last` the buffer is laid out [N, H, W, K, C] in memory: a batch is then a
+    channels_last [B, C, H, W] tensor for a single run, and for K runs the vmapped convs (which fold
+    K into the channels) see a channels_last [B, K*C, H, W] input, all without copies.
+    """
+
     def __init__(
         self,
         images: torch.Tensor,
@@ -35,26 +48,44 @@ class ResidentLoader:
         normalize: Normalize,
         augment: bool,
         generators: list[torch.Generator],
+        channels_last: bool = False,
     ):
         self.images, self.labels = images, labels
         self.batch_size, self.normalize, self.augment = batch_size, normalize, augment
         self.generators = generators
+        self.channels_last = channels_last
         self.steps_per_epoch = steps_per_epoch(len(labels), batch_size)
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each run's permutation [K, N] and augmentation parameters [K, N, 3] for one epoch."""
+        n, device = len(self.labels), self.images.device
+        orders = torch.stack([torch.randperm(n, generator=g, device=device) for g in self.generators])
+        if not self.augment:
+            return orders, None
+        return orders, torch.stack([sample_crop_flip(n, g, device) for g in self.generators])
+
+    def _augmented_epoch(self, orders: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """uint8 [K, N, C, H, W]: run k's epoch in its order, augmented (memory layout: see the class doc)."""
+        runs, n = orders.shape
+        c, h, w = self.images.shape[1:]
+        if self.channels_last:
+            epoch = self.images.new_empty((n, h, w, runs, c)).permute(3, 0, 4, 1, 2)
+        else:
+            epoch = self.images.new_empty((runs, n, c, h, w))
+        for run in range(runs):
+            picked = self.images[orders[run]]
+            epoch[run] = crop_flip(picked, params[run]) if params is not None else picked
+        return epoch
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields (images [K, B, C, H, W] float, labels [K, B]) for one pass over the split."""
-        n, device = len(self.labels), self.images.device
-        orders = torch.stack([torch.randperm(n, generator=g, device=device) for g in self.generators])
-        if self.augment:
-            params = torch.stack([sample_crop_flip(n, g, device) for g in self.generators])
-        runs = len(self.generators)
-        for start in range(0, n, self.batch_size):
-            index = orders[:, start : start + self.batch_size]
-            images = self.images[index]
-            if self.augment:
-                flat = crop_flip(images.flatten(0, 1), params[:, start : start + self.batch_size].flatten(0, 1))
-                images = flat.view(runs, -1, *flat.shape[1:])
-            yield self.normalize(images), self.labels[index]
+        with record_function("initbench.data.epoch"):
+            orders, params = self._draw()
+            images, labels = self._augmented_epoch(orders, params), self.labels[orders]
+        for start in range(0, len(self.labels), self.batch_size):
+            with record_function("initbench.data.batch"):
+                batch = self.normalize(images[:, start : start + self.batch_size])
+            yield batch, labels[:, start : start + self.batch_size]
 
     def state_dict(self, run: int) -> dict:
         return {"generator": self.generators[run].get_state()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -42,3 +43,36 @@ def reset_batchnorm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_parameters()
+
+
+def set_weight_norm(layer: nn.Module, direction: torch.Tensor, gain: float | torch.Tensor) -> None:
+    """Set a WN layer's direction v and its per-output-unit gain g (a scalar is broadcast to every unit)."""
+    g, v = layer.parametrizations.weight.original0, layer.parametrizations.weight.original1
+    v.copy_(direction)
+    g.copy_(torch.as_tensor(gain, dtype=g.dtype).expand_as(g))
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) as torch counts them: in*k*k and out*k*k for a conv, in and out for a linear."""
+    receptive = weight[0, 0].numel()
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+def residual_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's residual blocks (input to output), or [] for a net without residual branches."""
+    return list(model.residual_blocks()) if hasattr(model, "residual_blocks") else []
+
+
+RESIDUAL_ARCHS = ("resnet", "wrn")
+
+
+def is_residual_arch(model_cfg: DictConfig) -> bool:
+    return model_cfg.arch in RESIDUAL_ARCHS
+
+
+def set_gates(model: nn.Module, value: float) -> int:
+    """Set every residual gate (ReZero/SkipInit scalar) to `value`; returns how many there are."""
+    gates = [block.gate for block in residual_blocks(model) if getattr(block, "gate", None) is not None]
+    for gate in gates:
+        gate.scale.fill_(value)
+    return len(gates)

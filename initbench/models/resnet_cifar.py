@@ -7,10 +7,13 @@ in the model config:
 - `layout`: `postact` (He et al. 2016a: conv-BN-ReLU-conv-BN, add, ReLU),
   `preact` (He et al. 2016b and WRN: BN-ReLU-conv twice, add; final BN-ReLU),
   `identity_stream` (Arpit et al.: conv-ReLU-conv with biases, add, no ReLU on the stream);
-- `block`: `basic` (two 3x3 convs) or `bottleneck` (1x1, 3x3, 1x1 with 4x expansion, preact);
+- `block`: `basic` (two 3x3 convs) or `bottleneck` (1x1, 3x3, 1x1 with 4x expansion; preact, or postact
+  as in He et al. 2016a's ImageNet nets and Fixup's ImageNet model);
 - `shortcut` when shapes change: `A` (subsample + zero channels) or `B` (1x1 conv projection);
-- `branch_scalars`: `fixup` (Fixup's scalar biases and multiplier, postact basic blocks) or
-  `gate` (one scalar on each residual branch, as in ReZero and SkipInit).
+- `branch_scalars`: `fixup` (Fixup's scalar biases and multiplier, postact blocks), `gate` (one scalar at
+  the end of each residual branch, SkipInit) or `rezero` (ReZero's ResNet: like `gate`, but in postact
+  blocks the ReLU after the addition moves into the branch, before the gate: x + a * ReLU(F(x)),
+  so the stream carries no nonlinearity; in the other layouts it is the same as `gate`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from initbench.models.layers import ScalarBias, ScalarScale, SubsampleZeroPad, c
 LAYOUTS = ("postact", "preact", "identity_stream")
 BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B")
-BRANCH_SCALARS = ("none", "fixup", "gate")
+BRANCH_SCALARS = ("none", "fixup", "gate", "rezero")
 BOTTLENECK_EXPANSION = 4
 
 
@@ -67,20 +70,41 @@ class ResidualBlock(nn.Module):
         return [] if self.shortcut is None or isinstance(self.shortcut, SubsampleZeroPad) else [self.shortcut]
 
 
-class PostActBasicBlock(ResidualBlock):
+class PostActBlock(ResidualBlock):
+    """What the post-activation blocks share: the gate, the shortcut (with its BN), add, then ReLU."""
+
+    def _init_merge(self, in_channels: int, out_channels: int, stride: int, spec: BlockSpec) -> None:
+        self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
+        self.shortcut_norm = norm2d(spec.norm, out_channels) if spec.shortcut == "B" and self.shortcut else None
+        self.fixup = spec.branch_scalars == "fixup"
+        self.rezero = spec.branch_scalars == "rezero"
+        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
+
+    def _merge(self, out: torch.Tensor, x: torch.Tensor, shortcut_input: torch.Tensor) -> torch.Tensor:
+        if self.shortcut is None:
+            identity = x
+        else:
+            identity = self.shortcut(shortcut_input)
+            if self.shortcut_norm is not None:
+                identity = self.shortcut_norm(identity)
+        if self.rezero:
+            return self.gate(F.relu(out)) + identity
+        if self.gate is not None:
+            out = self.gate(out)
+        return F.relu(out + identity)
+
+
+class PostActBasicBlock(PostActBlock):
     def __init__(self, in_channels: int, out_channels: int, stride: int, spec: BlockSpec):
         super().__init__()
         self.conv1 = conv(in_channels, out_channels, 3, stride, spec.norm, spec.conv_bias)
         self.bn1 = norm2d(spec.norm, out_channels)
         self.conv2 = conv(out_channels, out_channels, 3, 1, spec.norm, spec.conv_bias)
         self.bn2 = norm2d(spec.norm, out_channels)
-        self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
-        self.shortcut_norm = norm2d(spec.norm, out_channels) if spec.shortcut == "B" and self.shortcut else None
-        self.fixup = spec.branch_scalars == "fixup"
+        self._init_merge(in_channels, out_channels, stride, spec)
         if self.fixup:
             self.bias1a, self.bias1b, self.bias2a, self.bias2b = (ScalarBias() for _ in range(4))
             self.scale = ScalarScale()
-        self.gate = ScalarScale() if spec.branch_scalars == "gate" else None
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
@@ -95,14 +119,43 @@ class PostActBasicBlock(ResidualBlock):
         else:
             out = F.relu(self.bn1(self.conv1(x)))
             out = self.bn2(self.conv2(out))
-            if self.gate is not None:
-                out = self.gate(out)
-        if self.shortcut is None:
-            return F.relu(out + x)
-        identity = self.shortcut(shortcut_input)
-        if self.shortcut_norm is not None:
-            identity = self.shortcut_norm(identity)
-        return F.relu(out + identity)
+        return self._merge(out, x, shortcut_input)
+
+
+class PostActBottleneckBlock(PostActBlock):
+    """1x1 -> 3x3 (carries the stride) -> 1x1 (4x expansion), add, ReLU; with Fixup's 7 scalars if asked."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, spec: BlockSpec):
+        super().__init__()
+        planes = out_channels // BOTTLENECK_EXPANSION
+        self.conv1 = conv(in_channels, planes, 1, 1, spec.norm, spec.conv_bias)
+        self.bn1 = norm2d(spec.norm, planes)
+        self.conv2 = conv(planes, planes, 3, stride, spec.norm, spec.conv_bias)
+        self.bn2 = norm2d(spec.norm, planes)
+        self.conv3 = conv(planes, out_channels, 1, 1, spec.norm, spec.conv_bias)
+        self.bn3 = norm2d(spec.norm, out_channels)
+        self._init_merge(in_channels, out_channels, stride, spec)
+        if self.fixup:
+            biases = (ScalarBias() for _ in range(6))
+            self.bias1a, self.bias1b, self.bias2a, self.bias2b, self.bias3a, self.bias3b = biases
+            self.scale = ScalarScale()
+
+    def branch_layers(self) -> list[nn.Module]:
+        return [self.conv1, self.conv2, self.conv3]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut_input = x
+        if self.fixup:
+            # Official Fixup ImageNet bottleneck: a scalar bias before each conv and after it, scale last.
+            shortcut_input = self.bias1a(x)
+            out = F.relu(self.bias1b(self.conv1(shortcut_input)))
+            out = F.relu(self.bias2b(self.conv2(self.bias2a(out))))
+            out = self.bias3b(self.scale(self.conv3(self.bias3a(out))))
+        else:
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = F.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+        return self._merge(out, x, shortcut_input)
 
 
 class PreActBasicBlock(ResidualBlock):
@@ -113,7 +166,7 @@ class PreActBasicBlock(ResidualBlock):
         self.bn2 = norm2d(spec.norm, out_channels)
         self.conv2 = conv(out_channels, out_channels, 3, 1, spec.norm, spec.conv_bias)
         self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
-        self.gate = ScalarScale() if spec.branch_scalars == "gate" else None
+        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
@@ -137,7 +190,7 @@ class PreActBottleneckBlock(ResidualBlock):
         self.bn3 = norm2d(spec.norm, planes)
         self.conv3 = conv(planes, out_channels, 1, 1, spec.norm, spec.conv_bias)
         self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
-        self.gate = ScalarScale() if spec.branch_scalars == "gate" else None
+        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2, self.conv3]
@@ -166,7 +219,7 @@ class IdentityStreamBlock(ResidualBlock):
         self.conv1 = conv(in_channels, out_channels, 3, stride, spec.norm, spec.conv_bias)
         self.conv2 = conv(out_channels, out_channels, 3, 1, spec.norm, spec.conv_bias)
         self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
-        self.gate = ScalarScale() if spec.branch_scalars == "gate" else None
+        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
@@ -180,6 +233,7 @@ class IdentityStreamBlock(ResidualBlock):
 
 _BLOCKS = {
     ("postact", "basic"): PostActBasicBlock,
+    ("postact", "bottleneck"): PostActBottleneckBlock,
     ("preact", "basic"): PreActBasicBlock,
     ("preact", "bottleneck"): PreActBottleneckBlock,
     ("identity_stream", "basic"): IdentityStreamBlock,
@@ -220,13 +274,17 @@ def check(cfg: DictConfig, norm: str) -> None:
             "model.layout=identity_stream (Arpit et al.'s WN ResNet) has no BN layers; use norm=none or "
             "norm=weightnorm, or layout=preact for a BN ResNet."
         )
-    if cfg.branch_scalars == "fixup" and (cfg.layout, cfg.block) != ("postact", "basic"):
+    if cfg.branch_scalars == "fixup" and cfg.layout != "postact":
         raise ConfigError(
-            "model.branch_scalars=fixup is defined for Fixup's CIFAR layout (layout=postact, block=basic); "
-            f"got layout={cfg.layout}, block={cfg.block}."
+            "model.branch_scalars=fixup is defined for Fixup's layouts (layout=postact, block=basic as in its "
+            f"CIFAR model or block=bottleneck as in its ImageNet model); got layout={cfg.layout}."
         )
     if cfg.branch_scalars == "fixup" and norm != "none":
-        raise ConfigError(f"model.branch_scalars=fixup replaces normalisation: use norm=none (got norm={norm}).")
+        raise ConfigError(
+            f"model.branch_scalars=fixup (set by init=fixup) is Fixup's normalisation-free architecture: use "
+            f"norm=none (got norm={norm}). Fixup is defined for model.layout=postact (basic or bottleneck blocks) "
+            "with norm=none; for a BN net pick another init."
+        )
 
 
 class CifarResNet(nn.Module):

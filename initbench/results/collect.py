@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import yaml
 
-from initbench.results.files import METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, read_summary
+from initbench.results.files import CONFIG_FILE, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, read_summary
 
 
 def collect_summaries(root: Path) -> pd.DataFrame:
@@ -34,3 +36,29 @@ def collect_metrics(root: Path) -> pd.DataFrame:
     metrics = pd.concat(frames, ignore_index=True)
     summaries = collect_summaries(root).drop(columns=["run_dir"])
     return metrics.merge(summaries, on="run_id", how="left")
+
+
+def flatten_config(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'depth': 56}} -> {'model.depth': 56}."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def collect_runs(root: Path) -> pd.DataFrame:
+    """`collect_summaries` plus every key of each run's resolved `config.yaml`, as dotted columns
+    (`model.layout`, `init.name`, ...): what tables and plots select runs by."""
+    table = collect_summaries(root)
+    configs = []
+    for run_dir in table["run_dir"]:
+        path = Path(run_dir) / CONFIG_FILE
+        tree = yaml.safe_load(path.read_text()) if path.is_file() else None
+        configs.append(flatten_config(tree) if isinstance(tree, dict) else {})
+    extra = pd.DataFrame(configs, index=table.index)
+    extra = extra[[c for c in extra.columns if c not in table.columns]]
+    return pd.concat([table, extra], axis=1)

@@ -100,6 +100,24 @@ def _init_batch(data: ImageData, seed: int, size: int, normalize: Normalize, aug
     return normalize(images)
 
 
+def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData) -> torch.nn.Module:
+    """Build and initialise one run's model on the CPU from its seed, so the init is device-independent.
+
+    Shared by training and the probe: the same config and seed give the same initial weights in both.
+    """
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, cfg.norm, data.num_classes)
+    cpu_normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu"))
+    augment = cfg.dataset.augment == "crop_flip"
+    context = InitContext(
+        model_cfg=cfg.model,
+        norm=cfg.norm,
+        batch=lambda: _init_batch(data, seed, cfg.batch_size, cpu_normalize, augment),
+    )
+    apply_init(model, cfg.init, context)
+    return model
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData, device: torch.device,
                  checkpoint_path: Path):
@@ -109,8 +127,10 @@ class Trainer:
         augment = cfg.dataset.augment == "crop_flip"
         self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-        models = [self._build_model(run, augment).to(device, memory_format=memory_format) for run in runs]
-        self.replicas = Replicas(models, cfg.compile, cfg.channels_last)
+        models = [build_initialized_model(cfg, run.seed, data).to(device, memory_format=memory_format)
+                  for run in runs]
+        compile_mode = {True: "default", False: None}.get(cfg.compile, cfg.compile)
+        self.replicas = Replicas(models, compile_mode, cfg.channels_last)
         self.optimizer = build_optimizer(self.replicas.named_parameters(), cfg.optim)
 
         if cfg.data.loader == "torch":
@@ -118,7 +138,8 @@ class Trainer:
                                       list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device)
         else:
             self.loader = ResidentLoader(data.train_images.to(device), data.train_labels.to(device), cfg.batch_size,
-                                         self.normalize, augment, [run.generator for run in runs])
+                                         self.normalize, augment, [run.generator for run in runs],
+                                         channels_last=cfg.channels_last)
         self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
                                    self.loader.steps_per_epoch, self.epochs)
         self.test_images = data.test_images.to(device)
@@ -126,19 +147,6 @@ class Trainer:
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                          else nullcontext())
         self._resume()
-
-    def _build_model(self, run: RunState, augment: bool) -> torch.nn.Module:
-        """Build and initialise one run's model on the CPU from its seed, so the init is device-independent."""
-        torch.manual_seed(run.seed)
-        model = build_model(self.cfg.model, self.cfg.norm, self.data.num_classes)
-        cpu_normalize = Normalize(self.cfg.dataset.mean, self.cfg.dataset.std, torch.device("cpu"))
-        context = InitContext(
-            model_cfg=self.cfg.model,
-            norm=self.cfg.norm,
-            batch=lambda: _init_batch(self.data, run.seed, self.cfg.batch_size, cpu_normalize, augment),
-        )
-        apply_init(model, self.cfg.init, context)
-        return model
 
     # ----------------------------------------------------------------------------- checkpoints
     def _resume(self) -> None:
@@ -178,22 +186,40 @@ class Trainer:
     def fit(self, on_epoch_end=None) -> None:
         """Train until `epochs` or until every run has diverged; `on_epoch_end()` runs after each checkpoint."""
         while self.runs[0].epochs_done < self.epochs and not all(run.diverged for run in self.runs):
-            self._train_epoch()
-            self._evaluate()
+            self.train_epoch()
+            self.evaluate()
             self._save_checkpoint()
             if on_epoch_end is not None:
                 on_epoch_end()
             self._log_epoch()
 
-    def _train_epoch(self) -> None:
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step of all K runs; returns each run's loss [K] and the logits [K, B, classes], detached.
+
+        Nothing here waits for the device. The LR is a Python float set per step: fused SGD/Adam take it
+        as a kernel argument, and only the model is compiled (compile=true), so a new LR never recompiles.
+        Compiling or CUDA-graphing optimizer.step() would need the LR as a device tensor instead.
+        """
+        self.schedule.apply(self.optimizer, step)
+        with self.autocast:
+            logits = self.replicas(images)
+        losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+        losses = losses.view(len(self.runs), -1).mean(dim=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        # Run k's parameters get only run k's gradient, so a run whose loss is NaN leaves the others intact.
+        losses.sum().backward()
+        self.optimizer.step()
+        return losses.detach(), logits.detach()
+
+    def train_epoch(self) -> None:
+        """One pass over the training split for every run; metrics are read back once, at the end."""
         runs, count = self.runs, len(self.runs)
         alive_before = [not run.diverged for run in runs]
         loss_sum = torch.zeros(count, device=self.device)
         correct = torch.zeros(count, device=self.device, dtype=torch.long)
-        seen = torch.zeros((), device=self.device, dtype=torch.long)
         bound = torch.tensor([run.loss_bound for run in runs], device=self.device)
         diverged_at = torch.tensor([run.diverged_step or -1 for run in runs], device=self.device)
-        step = runs[0].steps_done
+        step, seen = runs[0].steps_done, 0
         factor = self.cfg.divergence.loss_factor
         check_every = max(1, self.cfg.divergence.check_every)
         self.replicas.train(True)
@@ -201,20 +227,13 @@ class Trainer:
                         leave=False, disable=not (self.cfg.progress and sys.stderr.isatty()))
         started = time.perf_counter()
         for images, labels in self.loader.epoch():
-            self.schedule.apply(self.optimizer, step)
-            with self.autocast:
-                logits = self.replicas(images)
-            losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-            losses = losses.view(count, -1).mean(dim=1)
-            self.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            self.optimizer.step()
+            losses, logits = self._train_step(images, labels, step)
             step += 1
-            detached = losses.detach()
-            bound = torch.where(torch.isinf(bound), factor * detached, bound) if step == 1 else bound
-            bad = ~torch.isfinite(detached) | (detached > bound)
-            diverged_at = torch.where((diverged_at < 0) & bad, step, diverged_at)
-            loss_sum += detached * labels.shape[1]
+            if step == 1:  # each run's bound is loss_factor x its first loss; a non-finite first loss diverges
+                bound = torch.nan_to_num(factor * losses, nan=-math.inf, posinf=-math.inf)
+            # `not loss <= bound` also holds for NaN and inf: every run is judged on its own loss only.
+            diverged_at = torch.where((diverged_at < 0) & ~(losses <= bound), step, diverged_at)
+            loss_sum += losses * labels.shape[1]
             correct += (logits.argmax(dim=-1) == labels).sum(dim=1)
             seen += labels.shape[1]
             progress.update()
@@ -222,7 +241,7 @@ class Trainer:
                 break  # every run has diverged: nothing left to train this epoch
         progress.close()
         losses_host, correct_host = loss_sum.tolist(), correct.tolist()
-        diverged_host, bound_host, seen_host = diverged_at.tolist(), bound.tolist(), int(seen)
+        diverged_host, bound_host = diverged_at.tolist(), bound.tolist()
         elapsed = time.perf_counter() - started
         for run, alive, loss, hits, diverged_step, run_bound in zip(runs, alive_before, losses_host, correct_host,
                                                                    diverged_host, bound_host):
@@ -232,15 +251,15 @@ class Trainer:
             if not alive:
                 continue
             run.train_seconds += elapsed
-            run.images_trained += seen_host
-            run.record("train", "loss", loss / seen_host)
-            run.record("train", "error", 100.0 * (1 - hits / seen_host))
+            run.images_trained += seen
+            run.record("train", "loss", loss / seen)
+            run.record("train", "error", 100.0 * (1 - hits / seen))
             run.record("train", "lr", self.optimizer.param_groups[0]["lr"])
             if diverged_step >= 0:
                 run.diverged_step, run.diverged_epoch = diverged_step, run.epochs_done
 
     @torch.no_grad()
-    def _evaluate(self) -> None:
+    def evaluate(self) -> None:
         count = len(self.runs)
         loss_sum = torch.zeros(count, device=self.device)
         correct = torch.zeros(count, device=self.device, dtype=torch.long)

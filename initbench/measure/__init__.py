@@ -1,0 +1,1 @@
+"""Measurements of a network outside training: the probe at initialization (`task=probe`)."""

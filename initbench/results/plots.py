@@ -1,0 +1,255 @@
+"""Figures from the tidy results: curves per method, a metric against depth, divergence against the LR.
+
+Every figure is written as PNG and PDF beside the tidy CSV it was drawn from (`<out>/<name>.{png,pdf,csv}`).
+Figures are drawn on a bare `matplotlib.figure.Figure` (Agg canvas), never through pyplot's global state, so
+they work the same in scripts, tests and notebooks. Runs are chosen by a table (its cells' filters, its row
+labels as the methods) and/or by `--where KEY=VALUE` filters; without a table a run's method is the
+combination of the config fields that vary between the chosen runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from initbench.errors import UserError
+from initbench.results.collect import collect_runs
+from initbench.results.tables import METRICS, get_table, matching_runs, runs_of_table
+
+# Fields that tell methods apart when no table names them (the first ones that vary are used).
+METHOD_FIELDS = ("experiment", "dataset", "model", "norm", "init", "optimizer", "lr", "warmup", "model.layout",
+                 "model.shortcut", "batch_size", "epochs")
+CURVE_COLUMNS = ("method", "split", "metric", "epoch", "mean", "std", "n")
+DEPTH_COLUMNS = ("method", "depth", "metric", "mean", "std", "n", "n_diverged")
+DIVERGENCE_COLUMNS = ("method", "warmup", "lr", "pct_diverged", "n")
+
+
+# ----------------------------------------------------------------------------------------------- selection
+def parse_where(items: list[str]) -> dict[str, Any]:
+    """`["init=kaiming", "lr=0.1"]` -> {"init": "kaiming", "lr": 0.1} (numbers compare as numbers)."""
+    where = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--where {item!r}: give KEY=VALUE, e.g. --where init=kaiming or --where model.depth=56.")
+        try:
+            where[key] = float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            where[key] = value
+    return where
+
+
+def select_runs(root: Path, table: str | None = None, where: Mapping[str, Any] | None = None,
+                by: list[str] | None = None, axes: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The chosen runs with a `method` column: the table's row label, the `by` fields, or the fields that vary
+    (except `axes`, the figure's own axes such as depth)."""
+    runs = collect_runs(Path(root))
+    if table:
+        runs = runs_of_table(get_table(table), runs)
+    if where:
+        runs = matching_runs(runs, where)
+    if runs.empty:
+        return runs.assign(method=pd.Series(dtype=str))
+    if by:
+        missing = [field for field in by if field not in runs.columns]
+        if missing:
+            raise UserError(f"--by {missing}: not a summary column or config key of these runs.")
+        fields = by
+    elif table:
+        return runs.assign(method=runs["row"])
+    else:
+        fields = [f for f in METHOD_FIELDS
+                  if f not in axes and f in runs.columns and runs[f].astype(str).nunique() > 1] or ["init"]
+    def name(row: pd.Series) -> str:  # a table's own labels read as they are; config fields as key=value
+        return ", ".join(str(v) if k in ("column", "row") else f"{k}={v}" for k, v in row.items())
+
+    return runs.assign(method=runs[fields].astype(str).apply(name, axis=1))
+
+
+def _mean_std(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    grouped = frame.groupby(keys, sort=True)[value]
+    return grouped.agg(mean="mean", std="std", n="count").reset_index()
+
+
+# ----------------------------------------------------------------------------------------------- data
+def curves_data(runs: pd.DataFrame, metrics: pd.DataFrame, metric: str = "error",
+                splits: tuple[str, ...] = ("train", "test")) -> pd.DataFrame:
+    """Mean and std over seeds of `metric` per method, split and epoch (from the runs' metrics.csv)."""
+    rows = metrics[metrics["metric"].eq(metric) & metrics["split"].isin(splits)]
+    rows = rows.merge(runs[["run_id", "method"]].drop_duplicates("run_id"), on="run_id")
+    rows = rows.assign(value=pd.to_numeric(rows["value"], errors="coerce"))
+    data = _mean_std(rows, ["method", "split", "epoch"], "value").assign(metric=metric)
+    return data[list(CURVE_COLUMNS)]
+
+
+def depth_data(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean and std over seeds of a table metric (tables.METRICS) per method and depth."""
+    chosen = METRICS[metric]
+    frame = runs.assign(value=chosen.value(runs).astype(float), failed=chosen.diverged(runs).astype(int))
+    data = _mean_std(frame, ["method", "depth"], "value")
+    failed = frame.groupby(["method", "depth"])["failed"].sum().reset_index(name="n_diverged")
+    data = data.merge(failed, on=["method", "depth"]).assign(metric=metric)
+    return data[list(DEPTH_COLUMNS)]
+
+
+def divergence_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Share of runs (%) that diverged, per method, warmup and LR."""
+    frame = runs.assign(diverged_pct=100.0 * runs["diverged"].astype(float))
+    grouped = frame.groupby(["method", "warmup", "lr"], sort=True)["diverged_pct"]
+    data = grouped.agg(pct_diverged="mean", n="count").reset_index()
+    return data[list(DIVERGENCE_COLUMNS)]
+
+
+# ----------------------------------------------------------------------------------------------- drawing
+def save_figure(figure: Figure, data: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
+    """PNG, PDF and the tidy CSV the figure was drawn from."""
+    from initbench.results.files import write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
+    FigureCanvasAgg(figure)
+    figure.savefig(paths["png"], dpi=150, bbox_inches="tight")
+    figure.savefig(paths["pdf"], bbox_inches="tight")
+    write_text(paths["csv"], data.to_csv(index=False))
+    return paths
+
+
+def _empty(what: str) -> UserError:
+    return UserError(f"No finished runs to draw {what} from: check --root, --table and --where "
+                     "(`initbench collect ROOT` lists what is there).")
+
+
+def plot_curves(data: pd.DataFrame, ylabel: str) -> Figure:
+    figure = Figure(figsize=(7, 4.2))
+    axes = figure.add_subplot()
+    colors = {method: f"C{i % 10}" for i, method in enumerate(sorted(data["method"].unique()))}
+    styles = {"train": "--", "test": "-"}
+    for (method, split), curve in data.groupby(["method", "split"], sort=True):
+        curve = curve.sort_values("epoch")
+        axes.plot(curve["epoch"], curve["mean"], styles.get(split, ":"), color=colors[method], marker=".",
+                  label=f"{method} ({split})")
+        spread = curve["std"].fillna(0.0)
+        axes.fill_between(curve["epoch"], curve["mean"] - spread, curve["mean"] + spread, color=colors[method],
+                          alpha=0.2, linewidth=0)
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    axes.set_title("mean over seeds, band = ±1 std")
+    return figure
+
+
+def plot_depth(data: pd.DataFrame, ylabel: str) -> Figure:
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for method, points in data.groupby("method", sort=True):
+        points = points.sort_values("depth")
+        axes.errorbar(points["depth"], points["mean"], yerr=points["std"].fillna(0.0), marker="o", capsize=3,
+                      label=method)
+    axes.set_xscale("log")
+    axes.set_xlabel("depth (layers)")
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
+def plot_divergence(data: pd.DataFrame) -> Figure:
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for (method, warmup), points in data.groupby(["method", "warmup"], sort=True):
+        points = points.sort_values("lr")
+        axes.plot(points["lr"], points["pct_diverged"], "o-" if warmup == "none" else "s--",
+                  label=f"{method}, warmup {warmup}")
+    axes.set_xscale("log")
+    axes.set_ylim(-5, 105)
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("runs diverged (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
+# ----------------------------------------------------------------------------------------------- commands
+def _parser(description: str, name: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", default="results", help="folder searched for finished runs (default: results)")
+    parser.add_argument("--out", default="results/figures", help="where figures go (default: results/figures)")
+    parser.add_argument("--table", help="draw the runs of this table (its row labels name the methods)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="keep runs whose summary column or dotted config key has this value (repeatable)")
+    parser.add_argument("--by", action="append", default=None, metavar="FIELD",
+                        help="fields that name a method (repeatable; default: the table's rows, or what varies)")
+    parser.add_argument("--name", default=name, help=f"file name stem (default: {name}[_<table>])")
+    return parser
+
+
+def _stem(args: argparse.Namespace, default: str) -> str:
+    return f"{default}_{args.table}" if args.name == default and args.table else args.name
+
+
+def main_curves(argv: list[str]) -> dict[str, Path]:
+    """Training and test curves per method: mean over seeds with a ±1 std band."""
+    from initbench.results.collect import collect_metrics
+
+    parser = _parser(main_curves.__doc__, "curves")
+    parser.add_argument("--metric", default="error", choices=("error", "loss"), help="metrics.csv metric")
+    args = parser.parse_args(argv)
+    by = args.by
+    if by is None and args.table and len({cell.column for cell in get_table(args.table).cells}) > 1:
+        by = ["column", "row"]  # the same row of different columns (recipes) are different curves
+    runs = select_runs(Path(args.root), args.table, parse_where(args.where), by)
+    if runs.empty:
+        raise _empty("curves")
+    data = curves_data(runs, collect_metrics(Path(args.root)), args.metric)
+    unit = " (%)" if args.metric == "error" else ""
+    paths = save_figure(plot_curves(data, f"{args.metric}{unit}"), data, Path(args.out), _stem(args, "curves"))
+    print(f"{len(runs)} run(s), {data['method'].nunique()} method(s): {', '.join(map(str, paths.values()))}")
+    return paths
+
+
+def main_depth(argv: list[str]) -> dict[str, Path]:
+    """A table metric (default: test accuracy after the first epoch) against depth, per method."""
+    parser = _parser(main_depth.__doc__, "depth")
+    parser.add_argument("--metric", default="first_epoch_accuracy_pct", choices=tuple(METRICS))
+    args = parser.parse_args(argv)
+    runs = select_runs(Path(args.root), args.table, parse_where(args.where), args.by, axes=("model", "depth"))
+    if runs.empty:
+        raise _empty("a depth plot")
+    data = depth_data(runs, args.metric)
+    paths = save_figure(plot_depth(data, METRICS[args.metric].label), data, Path(args.out), _stem(args, "depth"))
+    print(f"{len(runs)} run(s), {data['method'].nunique()} method(s): {', '.join(map(str, paths.values()))}")
+    return paths
+
+
+def main_divergence(argv: list[str]) -> dict[str, Path]:
+    """Share of diverged runs against the learning rate, per method and warmup."""
+    parser = _parser(main_divergence.__doc__, "divergence")
+    args = parser.parse_args(argv)
+    runs = select_runs(Path(args.root), args.table, parse_where(args.where), args.by, axes=("lr", "warmup"))
+    if runs.empty:
+        raise _empty("a divergence plot")
+    data = divergence_data(runs)
+    paths = save_figure(plot_divergence(data), data, Path(args.out), _stem(args, "divergence"))
+    print(f"{len(runs)} run(s), {data['method'].nunique()} method(s): {', '.join(map(str, paths.values()))}")
+    return paths
+
+
+def run_script(main: Any, argv: list[str]) -> None:
+    """Entry of the scripts/ wrappers: a UserError is one line on stderr and exit status 2."""
+    import sys
+
+    try:
+        main(argv)
+    except UserError as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,48 @@
+"""Fixture runs for the table and plot tests: the files a finished run leaves, written with the real writers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from initbench.results.files import (
+    CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, write_csv, write_text,
+)
+
+HE_MODEL = {"layout": "postact", "shortcut": "A", "block": "basic", "branch_scalars": "none"}
+ARPIT_MODEL = {"layout": "identity_stream", "shortcut": "B", "block": "basic", "branch_scalars": "none"}
+
+
+def write_run(root: Path, run_id: str, seed: int, model_cfg: dict | None = None,
+              epoch_errors: list[float] | None = None, **fields: Any) -> Path:
+    """One finished run: summary.csv (SUMMARY_COLUMNS), config.yaml and, with `epoch_errors`, metrics.csv."""
+    summary = {
+        "run_id": run_id, "experiment": "cifar10_resnet110", "dataset": "cifar10", "model": "resnet110",
+        "depth": 110, "norm": "batchnorm", "init": "kaiming", "optimizer": "sgd", "lr": 0.1, "warmup": "none",
+        "schedule": "step", "epochs": 200, "batch_size": 128, "weight_decay": 1e-4, "seed": seed, "fused_runs": 1,
+        "epochs_done": 200, "diverged": False, "diverged_epoch": "", "diverged_step": "",
+        "final_test_error": 7.0, "best_test_error": 6.9, "first_epoch_test_error": 60.0, "final_test_loss": 0.3,
+        "final_train_loss": 0.01, "final_train_error": 0.1, "wall_time_s": 100.0, "images_per_s": 5000.0,
+        "device": "cpu", **fields,
+    }
+    run_dir = Path(root) / run_id
+    write_csv(run_dir / SUMMARY_FILE, [summary], SUMMARY_COLUMNS)
+    config = {"experiment_name": summary["experiment"], "seed": seed, "norm": summary["norm"], "precision": "fp32",
+              "dataset": {"name": summary["dataset"], "train_size": 0, "test_size": 0, "augment": "crop_flip"},
+              "model": {"name": summary["model"], "depth": summary["depth"], **(model_cfg or HE_MODEL)},
+              "init": {"name": summary["init"]},
+              "optim": {"name": summary["optimizer"], "lr": summary["lr"], "momentum": 0.9}}
+    write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config))
+    if epoch_errors is not None:
+        rows = []
+        for epoch, error in enumerate(epoch_errors, start=1):
+            for split, value in (("train", error - 1.0), ("test", error)):
+                rows.append({"run_id": run_id, "epoch": epoch, "step": 10 * epoch, "split": split,
+                             "metric": "error", "value": value})
+                rows.append({"run_id": run_id, "epoch": epoch, "step": 10 * epoch, "split": split,
+                             "metric": "loss", "value": math.log1p(value)})
+        write_csv(run_dir / METRICS_FILE, rows, METRIC_COLUMNS)
+    return run_dir

@@ -1,0 +1,204 @@
+"""Sweeps end to end: the smoke grid killed halfway and launched again, submitit_local, the notebook on the smoke
+results, and every paper sweep's grid against the cells of its table."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from nbclient import NotebookClient
+from omegaconf import OmegaConf
+
+from initbench.cli import CONFIG_DIR
+from initbench.config import parse_warmup, register_configs, validate
+from initbench.results.collect import collect_runs, flatten_config
+from initbench.results.files import CHECKPOINT_FILE, SUMMARY_FILE
+from initbench.results.tables import TABLES, build_table, load_reported, matching_runs
+from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+# Two epochs so that a job killed in its second epoch has a checkpoint to resume from.
+SMOKE = ["-m", "+sweep=smoke", "dataset.train_size=192", "dataset.test_size=64", "batch_size=32", "epochs=2",
+         "progress=false"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two processes on two cores without oversubscription
+SWEEPS = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
+
+
+def summaries(root: Path) -> dict[Path, float]:
+    return {path.parent: path.stat().st_mtime_ns for path in root.rglob(SUMMARY_FILE)}
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory) -> dict:
+    """The smoke sweep, SIGKILLed once two cells are finished and a third is mid-training, then launched again."""
+    workdir = tmp_path_factory.mktemp("sweep")
+    sweep_dir = workdir / "sweeps" / "smoke"
+    args = [*SMOKE, f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "INITBENCH_CACHE": str(workdir / ".cache"), **ONE_THREAD}
+    with open(workdir / "first.log", "w") as log:
+        first = subprocess.Popen([sys.executable, "-m", "initbench", *args], cwd=workdir, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        finished = summaries(sweep_dir)
+        started = [p for p in sweep_dir.glob("*/" + CHECKPOINT_FILE) if p.parent not in finished]
+        if len(finished) >= 2 and started:
+            break
+        time.sleep(0.02)
+    assert first.poll() is None, "the first launch finished before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = {"finished": summaries(sweep_dir),
+              "checkpointed": [p.parent for p in sweep_dir.glob("*/" + CHECKPOINT_FILE)]}
+    again = run_cli(args, workdir, env=ONE_THREAD)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return {"dir": sweep_dir, "killed": killed, "relaunch": again.stdout + again.stderr}
+
+
+def test_smoke_sweep_runs_every_cell_and_fills_its_table(smoke_sweep):
+    runs = collect_runs(smoke_sweep["dir"])
+    assert sorted(zip(runs["init"], runs["seed"])) == [("kaiming", 0), ("kaiming", 1), ("orthogonal", 0),
+                                                        ("orthogonal", 1)]
+    assert (runs["epochs_done"] == 2).all() and not runs["diverged"].any()
+    built = build_table(TABLES["smoke"], runs, load_reported())
+    assert list(built.cells["n"]) == [2, 2] and list(built.cells["seeds"]) == ["0 1", "0 1"]
+
+
+def test_killed_sweep_relaunch_runs_only_the_missing_cells(smoke_sweep):
+    killed, after = smoke_sweep["killed"], summaries(smoke_sweep["dir"])
+    assert len(killed["finished"]) >= 2 and len(after) == 4
+    for run_dir, mtime in killed["finished"].items():  # finished cells were skipped, not trained again
+        assert after[run_dir] == mtime
+    log = smoke_sweep["relaunch"]
+    assert log.count("skip ") == len(killed["finished"])
+    assert killed["checkpointed"], "no job was mid-training when the sweep was killed"
+    assert log.count("resumed 1 run(s)") == len(killed["checkpointed"]) and "after epoch 1" in log
+    assert not list(smoke_sweep["dir"].glob("*/" + CHECKPOINT_FILE))  # finished runs drop their checkpoint
+
+
+def test_notebook_runs_top_to_bottom_on_the_smoke_results(smoke_sweep, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("INITBENCH_RESULTS", str(smoke_sweep["dir"]))
+    monkeypatch.setenv("INITBENCH_TABLE", "smoke")
+    monkeypatch.setenv("INITBENCH_OUT", str(tmp_path))
+    notebook = nbformat.read(REPO / "notebooks" / "reproduce.ipynb", as_version=4)
+    client = NotebookClient(notebook, kernel_name="python3", timeout=180,
+                            resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client.execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    assert "4 finished run(s)" in outputs
+    table = pd.read_csv(tmp_path / "tables" / "smoke.csv")
+    assert list(table["n"]) == [2, 2]
+    assert (tmp_path / "figures" / "curves_smoke.png").stat().st_size > 5000
+    curves = pd.read_csv(tmp_path / "figures" / "curves_smoke.csv")
+    assert set(curves["epoch"]) == {1, 2} and set(curves["n"]) == {2}
+
+
+def test_submitit_local_runs_two_jobs_each_on_its_own_device(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    done = run_cli(["-m", "+sweep=smoke", "init=kaiming", "epochs=1", "dataset.train_size=64",
+                    "dataset.test_size=64", "batch_size=32", "progress=false", f"hydra.sweep.dir={sweep_dir}",
+                    "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=2",
+                    "hydra.sweeper.max_batch_size=2"], tmp_path, env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = collect_runs(sweep_dir)
+    assert sorted(runs["seed"]) == [0, 1] and (runs["init"] == "kaiming").all()
+    assert list(sweep_dir.glob(".submitit/*/*_log.out"))  # the jobs ran as submitit jobs
+    # submitit_local hands both jobs CUDA_VISIBLE_DEVICES=0,1; each job keeps only its own GPU.
+    pinned = sorted(line.split("CUDA_VISIBLE_DEVICES=")[1].strip()
+                    for log in sweep_dir.glob("*/initbench.log") for line in log.read_text().splitlines()
+                    if "CUDA_VISIBLE_DEVICES=" in line)
+    assert pinned == ["0", "1"]
+
+
+def test_slurm_preset_asks_for_one_gpu_per_array_task(tmp_path: Path, monkeypatch):
+    """The sbatch script submitit writes for hydra/launcher=slurm (a stand-in `srun` lets submitit build it)."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=["+sweep=fixup_cifar10", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+    params = OmegaConf.to_container(cfg.hydra.launcher)
+    assert params["max_num_timeout"] == 3  # re-queued after a timeout: the run resumes from its checkpoint
+    # What the launcher plugin passes to submitit: shared keys as they are, Slurm ones prefixed.
+    shared = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k if k in shared else f"slurm_{k}": v for k, v in params.items()
+              if k not in ("_target_", "submitit_folder", "max_num_timeout", "name")}
+    executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm")
+    executor.update_parameters(name="initbench", **params)
+    sbatch = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("--gpus-per-task=1", "--partition=gpu", "--time=720", "--cpus-per-task=8", "--mem=64GB",
+                 "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}" in sbatch
+
+
+# ------------------------------------------------------------------------------- sweep grids vs table cells
+def sweep_jobs(name: str) -> list[list[str]]:
+    """The override list of every job the basic sweeper launches for `+sweep=name` (seeds collapsed)."""
+    params = yaml.safe_load((Path(CONFIG_DIR) / "sweep" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    params = {k: v for k, v in params.items() if k != "seed"}
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return BasicSweeper.split_arguments(overrides, None)[0]
+
+
+def compose_job(job: list[str], sweep: str, composed: dict):
+    """The job's config. Composition (~0.1 s) runs once per combination of config-group choices; value
+    overrides (optim.lr=0.1) are then set on a copy, as Hydra sets them after composing the defaults."""
+    overrides = OverridesParser.create().parse_overrides(job)
+    is_group = [o.is_add() or (Path(CONFIG_DIR) / o.key_or_group).is_dir() for o in overrides]
+    groups = tuple(o.input_line for o, group in zip(overrides, is_group) if group)
+    if groups not in composed:
+        composed[groups] = compose(config_name="config", overrides=[*groups, f"+sweep={sweep}"])
+    cfg = copy.deepcopy(composed[groups])
+    for override, group in zip(overrides, is_group):
+        if not group:
+            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
+    return cfg
+
+
+def as_run(cfg) -> pd.DataFrame:
+    """What the summary and config.yaml of a run of this config would hold (one row)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    row = {**flatten_config(resolved), "run_id": "candidate", "experiment": cfg.experiment_name,
+           "dataset": cfg.dataset.name, "model": cfg.model.name, "depth": cfg.model.depth, "norm": cfg.norm,
+           "init": cfg.init.name, "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "schedule": cfg.schedule.name,
+           "warmup": parse_warmup(cfg.warmup, cfg.warmup_shape).label(), "epochs": cfg.epochs,
+           "batch_size": cfg.batch_size, "weight_decay": cfg.optim.weight_decay}
+    return pd.DataFrame([row])
+
+
+def test_every_table_has_its_sweep():
+    assert set(SWEEPS) == set(TABLES)
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_job_fills_exactly_one_cell_of_its_table(name):
+    spec, jobs, composed = TABLES[name], sweep_jobs(name), {}
+    register_configs()
+    hits = {index: 0 for index, cell in enumerate(spec.cells) if cell.where is not None}
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for job in jobs:
+            cfg = compose_job(job, name, composed)
+            validate(cfg)
+            candidate = as_run(cfg)
+            cells = [index for index in hits if len(matching_runs(candidate, spec.cells[index].where))]
+            assert len(cells) == 1, f"{job} fills {len(cells)} cells of {name}"
+            hits[cells[0]] += 1
+    unfilled = [(spec.cells[i].column, spec.cells[i].row) for i, count in hits.items() if not count]
+    assert not unfilled, f"cells no job of +sweep={name} fills: {unfilled}"
