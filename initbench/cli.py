@@ -11,14 +11,17 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from initbench.config import job_name, register_configs
-from initbench.errors import UserError
+from initbench.config import job_name, register_configs, unknown_setting
+from initbench.errors import ConfigError, UserError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -42,6 +45,51 @@ def _fail(err: UserError, job_dir: Path | None) -> None:
         raise err
     print(f"initbench: error: {err}", file=sys.stderr)
     sys.exit(2)
+
+
+def _check_override_keys(argv: list[str]) -> None:
+    """Hydra answers a mistyped key with "To append to your config use +key=value", which would only add a
+    setting nothing reads: name the key and the settings near it instead, before Hydra composes anything."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:  # a malformed override: Hydra reports it in its own words
+        return
+    groups = {path.name for path in Path(CONFIG_DIR).iterdir() if path.is_dir()}
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_delete() or override.package is not None or key in groups or key.startswith("hydra") \
+                or "/" in key:
+            continue
+        problem = unknown_setting(key)
+        if problem:
+            _fail(ConfigError(problem), None)
+
+
+class ResultsFolderCheck(Callback):
+    """Hydra creates the run (or sweep) folder before the task starts and reports a failure with a traceback:
+    check it first and say which setting to change. Registered in configs/config.yaml (hydra.callbacks)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(folder: Path, key: str) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            _fail(UserError(
+                f"Cannot write results to {folder} ({err.strerror or err}: {err.filename or folder}). Set {key} "
+                "to a folder you can write; every part of the path must be a folder, not a file."
+            ), None)
 
 
 def _pin_submitit_local_gpu(cfg: DictConfig) -> None:
@@ -84,6 +132,11 @@ def run_task(cfg: DictConfig) -> None:
         _fail(err, job_dir)
 
 
+def _path_error(err: OSError, options: str) -> UserError:
+    return UserError(f"{err.filename}: {err.strerror or err}. Check {options}: files must be written to a folder "
+                     "you can write (every part of the path a folder, not a file).")
+
+
 def collect_main(argv: list[str]) -> None:
     from initbench.results.collect import collect_summaries
 
@@ -92,13 +145,18 @@ def collect_main(argv: list[str]) -> None:
     parser.add_argument("--out", help="write the table to this CSV file")
     args = parser.parse_args(argv)
     try:
+        if not Path(args.root).is_dir():
+            raise UserError(f"{args.root} is not a folder. Give the folder that holds the runs, e.g. "
+                            "`initbench collect results` or `initbench collect results/sweeps/<name>`.")
         table = collect_summaries(Path(args.root))
+        if args.out:
+            from initbench.results.files import write_text
+
+            write_text(Path(args.out), table.to_csv(index=False))
     except UserError as err:
         _fail(err, None)
-    if args.out:
-        from initbench.results.files import write_text
-
-        write_text(Path(args.out), table.to_csv(index=False))
+    except OSError as err:
+        _fail(_path_error(err, "--out"), None)
     shown = ["run_id", "dataset", "model", "norm", "init", "lr", "warmup", "seed", "epochs_done", "diverged",
              "final_test_error", "best_test_error", "images_per_s"]
     with_pandas_width = table[shown].to_string(index=False, float_format=lambda v: f"{v:.2f}")
@@ -114,6 +172,8 @@ def table_main(argv: list[str]) -> None:
         tables(argv)
     except UserError as err:
         _fail(err, None)
+    except OSError as err:
+        _fail(_path_error(err, "--out, --root and --reported"), None)
 
 
 def main() -> None:
@@ -123,5 +183,6 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "table":
         table_main(sys.argv[2:])
         return
+    _check_override_keys(sys.argv[1:])
     register_configs()
     hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")(run_task)()

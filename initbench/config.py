@@ -7,10 +7,13 @@ more than a type (allowed choices, combinations) live in `validate`.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,7 +165,12 @@ def job_name(*, _root_: DictConfig) -> str:
     tree = OmegaConf.to_container(_root_, resolve=False)
     tree = {k: v for k, v in tree.items() if k != "hydra"}
     resolved = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
-    seeds = seeds_of(resolved["seed"])
+    try:
+        seeds = seeds_of(resolved["seed"])
+    except ConfigError:
+        # An error raised inside Hydra's interpolation ends in a traceback; validate() reports it cleanly
+        # once the job starts, and the job's folder is removed again.
+        return "invalid-seed"
     name = _identity_name(resolved, seeds if len(seeds) > 1 else seeds[0])
     # `task` is not part of a run's identity, so a probe gets its own folder next to the training run's.
     return f"probe-{name}" if resolved.get("task") == "probe" else name
@@ -221,6 +229,55 @@ def parse_warmup(value: Any, shape: str) -> Warmup:
     raise ConfigError(f"warmup={value!r} is not a warmup length. {hint}")
 
 
+def _all_settings(schema: type, prefix: str = "") -> list[str]:
+    settings = []
+    for name, kind in typing.get_type_hints(schema).items():
+        if name != "defaults":
+            settings.append(f"{prefix}{name}")
+            if dataclasses.is_dataclass(kind):
+                settings.extend(_all_settings(kind, f"{prefix}{name}."))
+    return settings
+
+
+def unknown_setting(key: str) -> str | None:
+    """None when the dotted `key` is a setting of the schema (or lies inside a free-form one such as
+    `init.*`, whose options the init scheme checks); otherwise the message naming the nearest settings."""
+    schema, parts = Config, key.split(".")
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(schema)
+        if part not in hints or part == "defaults":
+            section = ".".join(parts[:depth])
+            by_name: dict[str, list[str]] = {}
+            for setting in _all_settings(Config):
+                by_name.setdefault(setting.rsplit(".", 1)[-1], []).append(setting)
+            close = [s for name in difflib.get_close_matches(part, list(by_name), n=2, cutoff=0.75)
+                     for s in by_name[name]]
+            names = ", ".join(f"{section}.{name}" if section else name for name in hints if name != "defaults")
+            return " ".join(filter(None, (
+                f"{key} is not an initbench setting.",
+                f"Did you mean {' or '.join(close)}?" if close else "",
+                f"The settings of {section} are: {names}." if section else "",
+                f"The top-level settings are: {names}." if not section and not close else "",
+                "`python -m initbench --cfg job` prints every setting with its value.",
+            )))
+        if not dataclasses.is_dataclass(hints[part]):
+            return None
+        schema = hints[part]
+    return None
+
+
+def _check_known_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
+    """A key the schema lacks (added with `+key=...` or by a config file) would be ignored silently."""
+    hints = typing.get_type_hints(schema)
+    for key in node.keys():
+        if key == "hydra" and not prefix:
+            continue
+        if key not in hints:
+            raise ConfigError(unknown_setting(f"{prefix}{key}"))
+        if dataclasses.is_dataclass(hints[key]) and isinstance(node[key], DictConfig):
+            _check_known_keys(node[key], hints[key], f"{prefix}{key}.")
+
+
 def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise choice_error(key, value, allowed)
@@ -239,6 +296,7 @@ def validate(cfg: DictConfig) -> None:
     from initbench.inits import check_init
     from initbench.models import check_model
 
+    _check_known_keys(cfg, Config)
     _check_choice("task", cfg.task, TASKS)
     _check_choice("norm", cfg.norm, NORMS)
     _check_choice("precision", cfg.precision, PRECISIONS)

@@ -100,6 +100,16 @@ def write_fake_jpeg_archive(root: Path, per_class: int = 3, seed: int = 0) -> Pa
     return archive
 
 
+@pytest.fixture(scope="session")
+def cli_server():
+    """The real CLI, forked from one process that has imported initbench already (tests/cli_fork.py)."""
+    from tests.cli_fork import CliServer
+
+    server = CliServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """An empty folder to run the CLI in (results land under it)."""

@@ -250,7 +250,7 @@ def test_wn_datadep_normalises_every_preactivation_of_the_init_batch(name, chang
     for handle in handles:
         handle.remove()
     assert len(outputs) == len(wn_layers) >= 19
-    for layer, out in outputs.items():
+    for out in outputs.values():
         per_channel = out.transpose(0, 1).flatten(1)
         assert per_channel.mean(dim=1).abs().max() < 1e-4
         assert (per_channel.std(dim=1, unbiased=False) - 1).abs().max() < 1e-4

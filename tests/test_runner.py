@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from initbench.results.collect import collect_summaries
@@ -60,14 +61,29 @@ def test_seed_sweep_writes_one_run_per_seed_and_collect_lists_them(workdir):
     assert all(run_id in printed.stdout for run_id in table["run_id"])
 
 
-def test_huge_learning_rate_is_recorded_as_divergence_and_the_sweep_goes_on(workdir):
+def test_divergence_by_nan_and_by_loss_bound_is_recorded_and_the_sweep_goes_on(workdir):
+    """lr=1e9 blows up: with loss_factor=1.5 the loss bound stops it at step 2 while the loss is still finite; with
+    a bound too high to matter the loss becomes NaN (step 4). lr=0.01 trains on under both bounds."""
     sweep = workdir / "sweep"
-    result = run_cli(["-m", *TINY, "optim.lr=1e6,0.01", f"hydra.sweep.dir={sweep}"], workdir)
+    result = run_cli(["-m", *TINY, "epochs=2", "divergence.check_every=1", "divergence.loss_factor=1.5,1e30",
+                      "optim.lr=1e9,0.01", f"hydra.sweep.dir={sweep}"], workdir)
     assert result.returncode == 0, result.stderr
-    table = collect_summaries(sweep).set_index("lr")
-    assert bool(table.loc[1e6, "diverged"]) and table.loc[1e6, "diverged_epoch"] == 1
-    assert table.loc[1e6, "diverged_step"] >= 1
-    assert not bool(table.loc[0.01, "diverged"]) and table.loc[0.01, "final_test_error"] >= 0
+    table = collect_summaries(sweep)
+    assert len(table) == 4
+    assert table["diverged"].sum() == 2 and set(table[table["diverged"]]["lr"]) == {1e9}
+    by_bound = table[table["diverged"] & table["final_train_loss"].map(math.isfinite)]
+    by_nan = table[table["diverged"] & table["final_train_loss"].isna()]
+    assert len(by_bound) == 1 and len(by_nan) == 1
+    assert (by_bound.iloc[0]["diverged_epoch"], by_bound.iloc[0]["diverged_step"]) == (1, 2)
+    assert by_nan.iloc[0]["diverged_epoch"] == 1 and by_nan.iloc[0]["diverged_step"] > 2
+    assert set(table[table["diverged"]]["epochs_done"]) == {1}
+    healthy = table[~table["diverged"]]
+    assert set(healthy["lr"]) == {0.01} and set(healthy["epochs_done"]) == {2}
+    assert healthy["final_test_error"].between(0, 100).all()
+    # The diverged runs end like any other: a summary row, metrics up to the divergence, no checkpoint.
+    for run_dir in table["run_dir"]:
+        assert not (Path(run_dir) / "checkpoint.pt").exists()
+        assert {r["epoch"] for r in read_rows(Path(run_dir) / "metrics.csv")} <= {"1", "2"}
 
 
 def test_fused_seeds_write_separate_runs(workdir):

@@ -62,7 +62,8 @@ def _folder_samples(folder: Path, split: str) -> Iterator[tuple[str, np.ndarray]
         # torchvision's ImageFolder finds the classes and files; decoding stays here so a bad file is named.
         index = ImageFolder(str(folder / split))
     except (FileNotFoundError, OSError) as err:
-        raise DataError(f"{folder / split}: {err}. Each class needs a folder with .jpg images in it.") from None
+        raise DataError(f"{folder / split}: {str(err).rstrip('.')}. Each class needs a folder with .jpg images in it "
+                        f"({split}/<class>/*.jpg); check dataset.root.") from None
     for path, label in index.samples:
         yield index.classes[label], _decode(Path(path), path)
 
@@ -77,7 +78,8 @@ def _archive_samples(archive: Path, split: str) -> Iterator[tuple[str, np.ndarra
                 data = tar.extractfile(member).read()
                 yield parts[-2], _decode(data, f"{member.name} in {archive}")
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise DataError(f"{archive} is not a readable tar archive ({err}). Download it again.") from None
+        reason = str(err).splitlines()[0].rstrip(":")  # tarfile lists every compression it tried
+        raise DataError(f"{archive} is not a readable tar archive ({reason}). Download it again.") from None
 
 
 def _decode_split(source: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:

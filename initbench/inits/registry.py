@@ -55,7 +55,8 @@ def _scheme_and_params(init_cfg: DictConfig) -> tuple[InitScheme, Any]:
         params = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(scheme.params), options))
     except OmegaConfBaseException as err:
         allowed = ", ".join(f"init.{f}" for f in scheme.params.__dataclass_fields__) or "none"
-        raise ConfigError(f"init={name}: {err.msg}. Options of this scheme: {allowed}.") from None
+        reason = err.msg.splitlines()[0]  # without OmegaConf's full_key/object_type lines
+        raise ConfigError(f"init={name}: {reason}. Options of this scheme: {allowed}.") from None
     return scheme, params
 
 

@@ -245,11 +245,12 @@ def blocks_per_stage(cfg: DictConfig) -> int:
     per_block, extra = {"basic": 6, "bottleneck": 9}[cfg.block], 4 if cfg.arch == "wrn" else 2
     n, remainder = divmod(cfg.depth - extra, per_block)
     if remainder or n < 1:
-        examples = ", ".join(str(per_block * k + extra) for k in (1, 2, 3, 4, 6, 9, 18))
+        nearest = [per_block * k + extra for k in (n, n + 1) if k >= 1]
         rule = f"{per_block}n+{extra}"
         raise ConfigError(
             f"model.depth={cfg.depth} is not a valid depth for {cfg.arch} with {cfg.block} blocks: "
-            f"the depth must be {rule} for a whole number n >= 1 of blocks per stage ({examples}, ...)."
+            f"the depth must be {rule} for a whole number n >= 1 of blocks per stage. The nearest valid "
+            f"depths are {' and '.join(str(d) for d in nearest)}, e.g. model.depth={nearest[0]}."
         )
     return n
 

@@ -62,6 +62,13 @@ def _format(value: Any) -> Any:
     return value
 
 
+def remove_stale_temp_files(directory: Path) -> None:
+    """Remove the temporary files of `_write_atomic` that a killed process never renamed into place."""
+    if directory.is_dir():
+        for path in directory.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: tuple[str, ...]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="raise", lineterminator="\n")
@@ -97,12 +104,17 @@ def read_summary(path: Path) -> dict[str, str] | None:
     """The run's summary row, or None when the run has not finished. Old layouts are an error."""
     if not path.is_file():
         return None
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-        header = tuple(rows[0].keys()) if rows else ()
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a readable CSV file ({err}). Delete it, or re-run this run with "
+                        "force=true to train it again.") from None
+    header = tuple(rows[0].keys()) if rows else ()
     missing = [c for c in SUMMARY_COLUMNS if c not in header]
     if len(rows) != 1 or missing:
-        problem = f"lacks the columns {missing}" if missing else f"has {len(rows)} rows instead of 1"
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        problem = f"lacks the columns {shown}" if missing else f"has {len(rows)} rows instead of 1"
         raise UserError(
             f"{path} {problem}: it was written by an older initbench or damaged. Delete it, or re-run "
             "this run with force=true to train it again."

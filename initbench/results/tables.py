@@ -553,6 +553,9 @@ def main(argv: list[str]) -> None:
                   f"# {spec.title}")
         return
     names = list(TABLES) if args.name == "all" else [get_table(args.name).name]
+    if not Path(args.root).is_dir():
+        raise UserError(f"--root {args.root} is not a folder. Give the folder that holds the finished runs, "
+                        f"e.g. --root results/sweeps/{names[0]}.")
     reported = load_reported(Path(args.reported))
     runs = collect_runs(Path(args.root))
     datasets = _parse_datasets(args.dataset)

@@ -15,15 +15,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import torch
+import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 from initbench.config import parse_warmup, run_id, seeds_of, validate
 from initbench.data import load_dataset
-from initbench.data.loaders import data_generator
+from initbench.data.loaders import data_generator, steps_per_epoch
+from initbench.errors import ConfigError, UserError
 from initbench.results.files import (
     CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE,
-    read_summary, write_csv, write_json, write_text,
+    read_summary, remove_stale_temp_files, write_csv, write_json, write_text,
 )
 from initbench.train.trainer import RunState, Trainer, resolve_device
 
@@ -56,6 +59,8 @@ def environment(device: torch.device) -> dict:
         "initbench_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "hydra": hydra.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": str(device),
@@ -108,37 +113,61 @@ def _configure_determinism(cfg: DictConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def _check_warmup_fits(cfg: DictConfig, train_images: int) -> None:
+    """A warmup in steps can only be compared with training once the split's size is known."""
+    per_epoch = steps_per_epoch(train_images, cfg.batch_size)
+    total = per_epoch * int(cfg.epochs)
+    warmup = parse_warmup(cfg.warmup, cfg.warmup_shape)
+    if warmup.steps >= total:
+        raise ConfigError(
+            f"warmup={cfg.warmup} is not shorter than training: {cfg.epochs} epoch(s) x {per_epoch} steps "
+            f"({train_images} images, batch_size={cfg.batch_size}) = {total} steps. Shorten the warmup or train longer."
+        )
+
+
 def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
-    """Train the runs of this job that are not finished yet; return every run's summary row."""
+    """Train the runs of this job that are not finished yet; return every run's summary row.
+
+    Every check (config, finished runs, data, checkpoint) happens before the first file is written, so a
+    job that fails to start changes nothing in its folder.
+    """
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     plan = [(seed, directory, run_id(resolved, seed)) for seed, directory in run_dirs(cfg, job_dir)]
     checkpoint = job_dir / CHECKPOINT_FILE
-    if cfg.force:
-        checkpoint.unlink(missing_ok=True)
     pending, finished = [], []
     for seed, directory, identity in plan:
         summary = None if cfg.force else read_summary(directory / SUMMARY_FILE)
         if summary is not None and summary["run_id"] == identity:
             log.info("skip %s: finished earlier (%s); force=true trains it again", identity, directory)
             finished.append(summary)
+        elif summary is not None:
+            raise UserError(
+                f"{directory} holds the finished run {summary['run_id']}, not this config's run {identity}. "
+                "Give this run its own folder (hydra.run.dir=...), or run with force=true to replace that result."
+            )
         else:
             pending.append((seed, directory, identity))
+    for directory in {job_dir, *(directory for _, directory, _ in plan)}:
+        remove_stale_temp_files(directory)  # left by a process killed in the middle of an atomic write
     if not pending:
+        checkpoint.unlink(missing_ok=True)  # left when a kill came between the last summary and its removal
         return finished
 
     device = resolve_device(cfg.device)
     _configure_determinism(cfg, device)
     data = load_dataset(cfg.dataset)
+    _check_warmup_fits(cfg, len(data.train_labels))
+    if cfg.force:
+        checkpoint.unlink(missing_ok=True)
+    runs = [RunState(identity, seed, directory, data_generator(seed, device)) for seed, directory, identity in pending]
+    trainer = Trainer(cfg, runs, data, device, checkpoint)  # resumes from the checkpoint, or fails on a bad one
     env = environment(device)
-    runs = []
-    for seed, directory, identity in pending:
-        (directory / SUMMARY_FILE).unlink(missing_ok=True)
-        write_text(directory / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.merge(cfg, {"seed": seed}), resolve=True))
-        write_json(directory / ENV_FILE, env)
-        runs.append(RunState(identity, seed, directory, data_generator(seed, device)))
-
-    trainer = Trainer(cfg, runs, data, device, checkpoint)
+    for run in runs:
+        (run.out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a forced re-run is unfinished until its new summary
+        write_text(run.out_dir / CONFIG_FILE,
+                   OmegaConf.to_yaml(OmegaConf.merge(cfg, {"seed": run.seed}), resolve=True))
+        write_json(run.out_dir / ENV_FILE, env)
 
     def write_metrics() -> None:
         for run in runs:
@@ -153,30 +182,45 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     return finished + summaries
 
 
+def _number(value: object, fmt: str) -> str:
+    try:
+        return format(float(value), fmt)
+    except (TypeError, ValueError):
+        return "-"
+
+
 def print_summary(summaries: list[dict], job_dir: Path) -> None:
     """One screen: each run's outcome, and where its files are."""
     lines = [f"{'run':<44} {'epochs':>6} {'final err':>9} {'best err':>8} {'diverged':>8} {'time s':>7} {'img/s':>7}"]
     for s in summaries:
-        def number(key: str, fmt: str) -> str:
-            try:
-                return format(float(s[key]), fmt)
-            except (TypeError, ValueError):
-                return "-"
         diverged = str(s["diverged"]).lower() == "true"
         lines.append(
-            f"{s['run_id']:<44} {s['epochs_done']!s:>6} {number('final_test_error', '9.2f')} "
-            f"{number('best_test_error', '8.2f')} {('yes@' + str(s['diverged_epoch'])) if diverged else 'no':>8} "
-            f"{number('wall_time_s', '7.1f')} {number('images_per_s', '7.0f')}"
+            f"{s['run_id']:<44} {s['epochs_done']!s:>6} {_number(s['final_test_error'], '9.2f')} "
+            f"{_number(s['best_test_error'], '8.2f')} {('yes@' + str(s['diverged_epoch'])) if diverged else 'no':>8} "
+            f"{_number(s['wall_time_s'], '7.1f')} {_number(s['images_per_s'], '7.0f')}"
         )
     lines.append(f"results: {job_dir}")
     print("\n".join(lines))
 
 
 def remove_if_empty(job_dir: Path) -> None:
-    """After a failed start, remove a run dir that holds nothing but Hydra's own files."""
+    """After a failed start, remove a run dir that holds nothing but Hydra's own files, then the folders above
+    it that this leaves empty (a sweep folder with only Hydra's multirun.yaml), up to the working directory."""
     if not job_dir.is_dir():
         return
     leftovers = [p for p in job_dir.iterdir() if p.name != ".hydra" and not p.name.endswith(".log")]
-    if not leftovers:
-        shutil.rmtree(job_dir)
+    if leftovers:
+        return
+    shutil.rmtree(job_dir)
+    cwd = Path.cwd().resolve()
+    for parent in job_dir.resolve().parents:
+        if cwd not in parent.parents:
+            return
+        try:
+            entries = list(parent.iterdir())
+            if [entry.name for entry in entries] == ["multirun.yaml"]:
+                entries[0].unlink()
+            parent.rmdir()
+        except OSError:  # not empty (another job's results): keep it and everything above
+            return
 

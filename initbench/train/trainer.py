@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from initbench.config import parse_warmup
 from initbench.data import ImageData
 from initbench.data.augment import Normalize, crop_flip, sample_crop_flip
-from initbench.data.loaders import ResidentLoader, TorchLoader, data_generator, eval_batches
+from initbench.data.loaders import ResidentLoader, TorchLoader, eval_batches
 from initbench.errors import UserError
 from initbench.inits import InitContext, apply_init
 from initbench.models import build_model
@@ -85,9 +85,17 @@ class RunState:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device. Use device=auto, device=cpu, device=cuda or "
+                        "device=cuda:<index>.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name} was requested but no CUDA GPU is visible. Use device=auto or device=cpu.")
-    return torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device={name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible. Use device=auto "
+                        f"or an index below {torch.cuda.device_count()}.")
+    return device
 
 
 def _init_batch(data: ImageData, seed: int, size: int, normalize: Normalize, augment: bool) -> torch.Tensor:

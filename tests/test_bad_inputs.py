@@ -1,0 +1,274 @@
+"""Every mistake a user can make on the command line ends in a short message that names the problem and what to do,
+with a non-zero exit status, no traceback, and nothing new or lost in the results tree.
+
+Each case runs the real CLI entry point (`initbench.cli.main`, what `python -m initbench` runs) in a child forked
+from one process that imported initbench once (tests/cli_fork.py), in a work folder that already holds a results
+tree with a finished run. Hydra's own bookkeeping (.hydra/, the job log) in a run folder that existed before is
+the only thing allowed to appear.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY, write_fake_cifar10, write_fake_jpeg_folder
+from tests.run_fixtures import write_run
+
+LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d ")
+MAX_LINES = 30  # Hydra's "Could not find" lists the group's options; everything else is one paragraph
+MAX_MESSAGE = 600
+
+
+@dataclass(frozen=True)
+class Case:
+    argv: list[str]  # "{w}" stands for the work folder
+    problem: str  # regex: the message names what is wrong ...
+    action: str  # ... and what to do about it
+    setup: Callable[[Path], None] | None = None
+    base: list[str] = field(default_factory=lambda: list(TINY))
+
+
+# ----------------------------------------------------------------------------------------------- setups
+def cifar(w: Path) -> None:
+    write_fake_cifar10(w / "data")
+
+
+def corrupt_pickle(w: Path) -> None:
+    (write_fake_cifar10(w / "data") / "data_batch_3").write_bytes(b"\x80\x04 not a pickle")
+
+
+def truncated_pickle(w: Path) -> None:
+    batch = write_fake_cifar10(w / "data") / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:500])
+
+
+def truncated_jpeg(w: Path) -> None:
+    image = sorted((write_fake_jpeg_folder(w / "data", per_class=1) / "train").rglob("*.jpg"))[0]
+    image.write_bytes(image.read_bytes()[:200])
+
+
+def empty_image_folder(w: Path) -> None:
+    for split in ("train", "test"):
+        (w / "data" / "cifar10-jpeg" / split).mkdir(parents=True)
+
+
+def class_without_images(w: Path) -> None:
+    for split in ("train", "test"):
+        (w / "data" / "cifar10-jpeg" / split / "cat").mkdir(parents=True)
+
+
+def corrupt_archive(w: Path) -> None:
+    (w / "data").mkdir()
+    (w / "data" / "cifar10-jpeg.tar.xz").write_bytes(b"\xfd7zXZ\x00 cut short")
+
+
+def file_in_the_way(w: Path) -> None:
+    (w / "afile").write_text("a file where a folder is expected\n")
+
+
+def interrupted_run(w: Path, checkpoint: bytes | None = b"PK\x03\x04 cut short") -> Path:
+    """A run killed mid-training: its files, Hydra's, and a damaged checkpoint."""
+    run = w / "results" / "runs" / "interrupted"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("epochs: 1\n")
+    (run / "initbench.log").write_text("[2026-01-01 00:00:00,000][initbench][INFO] - epoch 1/2\n")
+    (run / "config.yaml").write_text("epochs: 2\n")
+    (run / "env.json").write_text("{}\n")
+    (run / "metrics.csv").write_text("run_id,epoch,step,split,metric,value\nx,1,4,train,loss,2.3\n")
+    if checkpoint is not None:
+        (run / "checkpoint.pt").write_bytes(checkpoint)
+    return run
+
+
+def foreign_checkpoint(w: Path) -> None:
+    run = interrupted_run(w, checkpoint=None)
+    torch.save({"version": 1, "runs": {"some-other-run": {}}}, run / "checkpoint.pt")
+
+
+def old_summary(w: Path) -> None:
+    run = interrupted_run(w, checkpoint=None)
+    (run / "summary.csv").write_text("run_id,final_error\nold-run,7.5\n")
+
+
+# ----------------------------------------------------------------------------------------------- cases
+RUN_DIR = "hydra.run.dir={w}/results/runs/interrupted"
+CIFAR = ["dataset=cifar10", "dataset.root={w}/data", "dataset.download=false"]
+JPEG = ["dataset=cifar10_jpeg", "dataset.root={w}/data"]
+CASES = {
+    # config groups, keys and types (Hydra's composition, and the key check before it)
+    "unknown_init": Case(["init=kaimng"], r"Could not find 'init/kaimng'",
+                         r"Available options in 'init':[\s\S]*kaiming"),
+    "unknown_model": Case(["model=resnet57"], r"Could not find 'model/resnet57'", r"Available options[\s\S]*resnet56"),
+    "unknown_experiment": Case(["+experiment=smok"], r"Could not find 'experiment/smok'", r"smoke", base=[]),
+    "experiment_without_plus": Case(["experiment=smoke"], r"Could not override 'experiment'",
+                                    r"use \+experiment=smoke", base=[]),
+    "unknown_key": Case(["optim.learning_rate=0.1"], r"optim\.learning_rate is not an initbench setting",
+                        r"settings of optim are: .*optim\.lr,"),
+    "unknown_key_added": Case(["+optim.learning_rate=0.1"], r"optim\.learning_rate is not an initbench setting",
+                              r"optim\.lr,"),
+    "misspelt_key": Case(["epoch=3"], r"epoch is not an initbench setting", r"Did you mean epochs\?"),
+    "key_in_wrong_section": Case(["lr=0.5"], r"lr is not an initbench setting", r"Did you mean optim\.lr\?"),
+    "unknown_init_option": Case(["+init.gian=2"], r"init=kaiming: Key 'gian'", r"Options of this scheme: init\.mode"),
+    "init_choice": Case(["init.mode=fan_middle"], r"init\.mode='fan_middle' is not supported", r"fan_in, fan_out"),
+    "wrong_type_int": Case(["epochs=three"], r"epochs=three", r"could not be converted to Integer"),
+    "wrong_type_float": Case(["optim.lr=fast"], r"optim\.lr=fast", r"could not be converted to Float"),
+    "wrong_type_bool": Case(["deterministic=maybe"], r"deterministic=maybe", r"not a valid bool"),
+    "unknown_choice": Case(["norm=groupnorm"], r"norm='groupnorm' is not supported", r"batchnorm, none, weightnorm"),
+    "unknown_task": Case(["task=bogus"], r"task='bogus' is not supported", r"train, probe"),
+    # architecture and init
+    "resnet_57": Case(["model.depth=57"], r"model\.depth=57 is not a valid depth",
+                      r"nearest valid depths are 56 and 62"),
+    "depth_too_small": Case(["model.depth=2"], r"model\.depth=2 is not a valid depth", r"model\.depth=8"),
+    "wrn_depth": Case(["model=wrn40_10", "model.depth=41"], r"model\.depth=41 .* 6n\+4", r"40 and 46"),
+    "fixup_with_batchnorm": Case(["init=fixup", "norm=batchnorm"], r"norm=batchnorm", r"use norm=none"),
+    "fixup_on_preact": Case(["init=fixup", "model.layout=preact"], r"got layout=preact", r"layout=postact"),
+    "wn_init_on_batchnorm": Case(["init=wn_arpit", "norm=batchnorm"], r"init=wn_arpit does not define norm=batchnorm",
+                                 r"norm=weightnorm"),
+    "arpit_layout_with_bn": Case(["model=resnet56_arpit", "norm=batchnorm"], r"identity_stream .* no BN layers",
+                                 r"use norm=none or norm=weightnorm"),
+    "probe_bad_combination": Case(["task=probe", "init=fixup", "norm=batchnorm"], r"norm=batchnorm", r"use norm=none"),
+    # training length and learning rate
+    "zero_epochs": Case(["epochs=0"], r"epochs=0 must be", r"> 0"),
+    "negative_epochs": Case(["epochs=-3"], r"epochs=-3 must be", r"> 0"),
+    "warmup_longer_than_training": Case(["warmup=5"], r"warmup=5 epochs is not shorter than training",
+                                        r"Shorten the warmup or train longer"),
+    "warmup_steps_longer_than_training": Case(["warmup=100000st"], r"warmup=100000st is not shorter than training",
+                                              r"Shorten the warmup or train longer"),
+    "warmup_word": Case(["warmup=soon"], r"warmup='soon' is not a warmup length", r"warmup=500st"),
+    "nan_lr": Case(["optim.lr=nan"], r"optim\.lr=nan", r"finite number > 0"),
+    "infinite_lr": Case(["optim.lr=inf"], r"optim\.lr=inf", r"finite number > 0"),
+    "negative_lr": Case(["optim.lr=-0.1"], r"optim\.lr=-0\.1", r"finite number > 0"),
+    "zero_lr": Case(["optim.lr=0"], r"optim\.lr=0\.0", r"finite number > 0"),
+    "zero_batch": Case(["batch_size=0"], r"batch_size=0", r"> 0"),
+    "milestone_in_epochs": Case(["schedule.milestones=[50]"], r"schedule\.milestones=\[50\.0\]",
+                                r"fractions of training, each between 0 and 1"),
+    # seeds and devices
+    "negative_seed": Case(["seed=-1"], r"seed=-1 must be >= 0", r">= 0"),
+    "text_seed": Case(["seed=abc"], r"seed='abc'", r"give an integer \(seed=3\)"),
+    "float_seed": Case(["seed=1.5"], r"seed=1\.5", r"give an integer"),
+    "repeated_seed": Case(["seed=[0,0]"], r"seed=\[0, 0\] repeats a seed", r"its own seed"),
+    "fused_with_torch_loader": Case(["data.loader=torch", "seed=[0,1]"], r"need data\.loader=resident", r"resident"),
+    "unknown_device": Case(["device=gpu"], r"device='gpu' is not a device", r"device=cuda:<index>"),
+    "missing_gpu": Case(["device=cuda:99"], r"device=cuda:99", r"device=auto"),
+    # data
+    "missing_cifar": Case(CIFAR, r"CIFAR-10 is not under .*/data/cifar-10-batches-py",
+                          r"Download https://\S+ and extract it into .*set dataset\.root"),
+    "corrupt_cifar_pickle": Case([*CIFAR, "dataset.verify_md5=false"], r"corrupt batch file", r"Delete .* download",
+                                 setup=corrupt_pickle),
+    "truncated_cifar_pickle": Case(CIFAR, r"incomplete or fails its checksum", r"Delete .* download it again",
+                                   setup=truncated_pickle),
+    "cifar_without_md5": Case(CIFAR, r"fails its checksum", r"dataset\.verify_md5=false", setup=cifar),
+    "missing_jpeg_folder": Case(JPEG, r"No CIFAR-10 JPEG data at .*/data", r"Set dataset\.root"),
+    "truncated_jpeg": Case(JPEG, r"Cannot decode image .*\.jpg", r"Replace or delete the file", setup=truncated_jpeg),
+    "empty_image_folder": Case(JPEG, r"Couldn't find any class folder", r"Each class needs a folder with \.jpg",
+                               setup=empty_image_folder),
+    "class_without_images": Case(JPEG, r"Found no valid file for the classes cat", r"Each class needs a folder",
+                                 setup=class_without_images),
+    "corrupt_jpeg_archive": Case(JPEG, r"cifar10-jpeg\.tar\.xz is not a readable tar archive", r"Download it again",
+                                 setup=corrupt_archive),
+    # results folders, checkpoints, summaries
+    "run_dir_under_a_file": Case(["hydra.run.dir={w}/afile/run"], r"Cannot write results to .*/afile/run",
+                                 r"Set hydra\.run\.dir to a folder you can write", setup=file_in_the_way),
+    "sweep_dir_under_a_file": Case(["-m", *TINY, "hydra.sweep.dir={w}/afile/sweep"], r"Cannot write results to",
+                                   r"Set hydra\.sweep\.dir", setup=file_in_the_way, base=[]),
+    "sweep_with_a_bad_cell": Case(["-m", *TINY, "model.depth=57", "hydra.sweep.dir={w}/results/sweeps/new"],
+                                  r"model\.depth=57", r"nearest valid depths", base=[]),
+    "corrupt_checkpoint": Case([RUN_DIR], r"checkpoint .*interrupted/checkpoint\.pt cannot be read",
+                               r"Delete it to restart that run from scratch, or run with force=true",
+                               setup=interrupted_run),
+    "foreign_checkpoint": Case([RUN_DIR], r"does not belong to these runs", r"Delete it .* or run with force=true",
+                               setup=foreign_checkpoint),
+    "old_summary_layout": Case([RUN_DIR], r"summary\.csv lacks the columns experiment, dataset, model, depth and",
+                               r"Delete it, or re-run this run with force=true", setup=old_summary),
+    "another_runs_folder": Case(["hydra.run.dir={w}/results/runs/finished-run"],
+                                r"holds the finished run finished-run, not this config's run",
+                                r"its own folder \(hydra\.run\.dir=\.\.\.\), or run with force=true"),
+    # collect and table
+    "collect_old_summary": Case(["collect", "{w}/results"], r"summary\.csv lacks the columns", r"Delete it",
+                                setup=old_summary, base=[]),
+    "collect_missing_root": Case(["collect", "{w}/nothere"], r"nothere is not a folder",
+                                 r"initbench collect results", base=[]),
+    "collect_out_under_a_file": Case(["collect", "{w}/results", "--out", "{w}/afile/all.csv"], r"afile: File exists",
+                                     r"Check --out", setup=file_in_the_way, base=[]),
+    "collect_unknown_option": Case(["collect", "--bogus"], r"unrecognized arguments: --bogus",
+                                   r"usage: initbench collect", base=[]),
+    "table_unknown": Case(["table", "fixup_cifar"], r"table='fixup_cifar' is not supported",
+                          r"Allowed values: .*fixup_cifar10", base=[]),
+    "table_missing_root": Case(["table", "fixup_cifar10", "--root", "{w}/nothere"], r"--root .*nothere is not a folder",
+                               r"--root results/sweeps/fixup_cifar10", base=[]),
+    "table_bad_dataset_mapping": Case(["table", "fixup_cifar10", "--root", "{w}/results", "--dataset", "cifar10"],
+                                      r"--dataset 'cifar10'", r"PAPER_DATASET=RUN_DATASET", base=[]),
+    "table_out_under_a_file": Case(["table", "fixup_cifar10", "--root", "{w}/results", "--out", "{w}/afile/tables"],
+                                   r"afile/tables: Not a directory", r"Check --out", setup=file_in_the_way, base=[]),
+    "table_missing_reported": Case(["table", "fixup_cifar10", "--root", "{w}/results", "--reported",
+                                    "{w}/nothere.csv"], r"nothere\.csv does not exist", r"reported\.csv", base=[]),
+}
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path below `root`: a file's bytes, None for a folder."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")}
+
+
+def hydra_bookkeeping(path: str, before: dict) -> bool:
+    """Hydra's own files, written into a run folder that existed before the command."""
+    parts = Path(path).parts
+    if ".hydra" in parts:
+        run = str(Path(*parts[: parts.index(".hydra")]))
+    elif path.endswith(".log"):
+        run = str(Path(path).parent)
+    else:
+        return False
+    return run in before and before[run] is None
+
+
+def message_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip() and not LOG_LINE.match(line)]
+
+
+def run_case(cli_server, case: Case, w: Path, env: dict | None = None):
+    write_run(w / "results" / "runs", "finished-run", seed=0)
+    if case.setup is not None:
+        case.setup(w)
+    argv = [arg.replace("{w}", str(w)) for arg in [*case.base, *case.argv]]
+    before = snapshot(w)
+    result = cli_server.run(argv, w, env=env)
+    return result, before, snapshot(w)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gets_a_clear_error_and_changes_nothing(cli_server, tmp_path: Path, name: str):
+    case = CASES[name]
+    result, before, after = run_case(cli_server, case, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode in (1, 2), f"exit status {result.returncode}:\n{output}"
+    assert "Traceback" not in output, output
+    assert re.search(case.problem, output), f"the message does not name the problem:\n{output}"
+    assert re.search(case.action, output), f"the message does not say what to do:\n{output}"
+    lines = message_lines(output)
+    assert len(lines) <= MAX_LINES, output
+    assert all(len(line) <= MAX_MESSAGE for line in lines), output
+
+    new = [p for p in after if p not in before and not hydra_bookkeeping(p, before)]
+    lost = [p for p in before if p not in after]
+    changed = [p for p in before if p in after and after[p] != before[p] and not hydra_bookkeeping(p, before)]
+    assert not new and not lost and not changed, f"new {new}, lost {lost}, changed {changed}"
+
+
+def test_battery_covers_at_least_30_mistakes():
+    assert len(CASES) >= 30
+
+
+def test_hydra_full_error_shows_the_traceback_instead(cli_server, tmp_path: Path):
+    case = CASES["resnet_57"]
+    result, before, after = run_case(cli_server, case, tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "initbench.errors.ConfigError: model.depth=57 is not a valid depth" in result.stderr
+    assert after == before  # the traceback path cleans up the same way
