@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -36,7 +36,7 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def _fail(err: UserError, job_dir: Path | None) -> None:
+def _fail(err: UserError, job_dir: Path | None) -> NoReturn:
     from initbench.train.runner import remove_if_empty
 
     if job_dir is not None:
@@ -159,10 +159,9 @@ def collect_main(argv: list[str]) -> None:
         _fail(_path_error(err, "--out"), None)
     shown = ["run_id", "dataset", "model", "norm", "init", "lr", "warmup", "seed", "epochs_done", "diverged",
              "final_test_error", "best_test_error", "images_per_s"]
-    with_pandas_width = table[shown].to_string(index=False, float_format=lambda v: f"{v:.2f}")
     print(f"{len(table)} finished run(s) under {args.root}")
     if len(table):
-        print(with_pandas_width)
+        print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
 def table_main(argv: list[str]) -> None:

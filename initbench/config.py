@@ -148,16 +148,13 @@ def run_identity(cfg: DictConfig | dict, seed: Any) -> dict:
     return tree
 
 
-def _identity_name(cfg: DictConfig | dict, seed: Any) -> str:
+def run_id(cfg: DictConfig | dict, seed: int | list[int]) -> str:
+    """Readable, stable id: same config and seed -> same id, so a re-launched sweep finds its runs.
+    With a list of seeds it names the job that trains them fused (its folder, see `job_name`)."""
     identity = run_identity(cfg, seed)
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     seed_label = "-".join(str(s) for s in seed) if isinstance(seed, list) else str(seed)
     return f"{identity['model']['name']}-{identity['norm']}-{identity['init']['name']}-s{seed_label}-{digest}"
-
-
-def run_id(cfg: DictConfig | dict, seed: int) -> str:
-    """Readable, stable id: same config and seed -> same id, so a re-launched sweep finds its runs."""
-    return _identity_name(cfg, seed)
 
 
 def job_name(*, _root_: DictConfig) -> str:
@@ -171,7 +168,7 @@ def job_name(*, _root_: DictConfig) -> str:
         # An error raised inside Hydra's interpolation ends in a traceback; validate() reports it cleanly
         # once the job starts, and the job's folder is removed again.
         return "invalid-seed"
-    name = _identity_name(resolved, seeds if len(seeds) > 1 else seeds[0])
+    name = run_id(resolved, seeds if len(seeds) > 1 else seeds[0])
     # `task` is not part of a run's identity, so a probe gets its own folder next to the training run's.
     return f"probe-{name}" if resolved.get("task") == "probe" else name
 
@@ -317,6 +314,7 @@ def validate(cfg: DictConfig) -> None:
     _check_positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     _check_positive("optim.momentum", cfg.optim.momentum, allow_zero=True)
     _check_positive("divergence.loss_factor", cfg.divergence.loss_factor)
+    _check_positive("divergence.check_every", cfg.divergence.check_every)
     _check_positive("dataset.train_size", cfg.dataset.train_size, allow_zero=True)
     _check_positive("dataset.test_size", cfg.dataset.test_size, allow_zero=True)
     if len(cfg.dataset.mean) != 3 or len(cfg.dataset.std) != 3 or min(cfg.dataset.std) <= 0:

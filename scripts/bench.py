@@ -159,7 +159,7 @@ class Shape:
     steps: int  # per timed epoch
 
 
-def net_shape(net_name: str, variant: Variant, args) -> Shape:
+def net_shape(net_name: str, variant: Variant, args: argparse.Namespace) -> Shape:
     """The deep net has its own batch, K and steps: 10k layers of activations, and seconds per step."""
     deep = net_name in DEEP_NETS
     runs = (args.deep_runs if deep else args.runs) if variant.fused else 1
@@ -176,7 +176,8 @@ class Row:
     note: str = ""
 
 
-def measure(net_name: str, variant: Variant, shape: Shape, args, device: torch.device, scratch: Path) -> Row:
+def measure(net_name: str, variant: Variant, shape: Shape, args: argparse.Namespace, device: torch.device,
+            scratch: Path) -> Row:
     data = random_split(shape.steps * shape.batch, shape.batch)
     net = NETS.get(net_name, [f"model={net_name}"])
     try:
@@ -208,7 +209,7 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.net:<10} {row.variant.name:<22} {row.runs:>4} {row.batch:>5} {figures}  {row.note}")
 
 
-def project_fixup_row(args, device: torch.device, scratch: Path, compile_mode: str | None) -> None:
+def project_fixup_row(args: argparse.Namespace, device: torch.device, scratch: Path, compile_mode: str | None) -> None:
     """Wall time of Fixup's ResNet-110 row (5 seeds x 200 epochs, fused) from measured throughput."""
     seeds, spec = args.projection_runs, PROJECTION
     print(f"\nFixup ResNet-110 row: {spec['seeds']} seeds x {spec['epochs']} epochs of CIFAR-10, "
@@ -256,7 +257,8 @@ def category(event) -> str:
     return next((name for name, pattern in OP_GROUPS if pattern.search(event.name)), "other")
 
 
-def profile_variant(net_name: str, variant: Variant, shape: Shape, args, device: torch.device, scratch: Path) -> None:
+def profile_variant(net_name: str, variant: Variant, shape: Shape, args: argparse.Namespace, device: torch.device,
+                    scratch: Path) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     runs, batch, steps = shape.runs, shape.batch, shape.steps

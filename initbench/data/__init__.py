@@ -14,6 +14,7 @@ from initbench.data.cifar import load_cifar10, load_cifar100
 from initbench.data.image_folder import load_cifar10_jpeg
 from initbench.data.synthetic import load_synthetic
 from initbench.data.types import ImageData, take_subset
+from initbench.errors import ConfigError
 
 DATASETS: dict[str, Callable[[DictConfig], ImageData]] = {
     "cifar10": load_cifar10,
@@ -27,8 +28,6 @@ def load_dataset(cfg: DictConfig) -> ImageData:
     """Load `cfg.dataset` (a DatasetConfig) and cut each split to its configured size."""
     data = DATASETS[cfg.name](cfg)
     if data.num_classes != cfg.num_classes:
-        from initbench.errors import ConfigError
-
         raise ConfigError(
             f"dataset.num_classes={cfg.num_classes} but {cfg.name} has {data.num_classes} classes; "
             "fix dataset.num_classes."

@@ -39,12 +39,6 @@ def zero_biases(model: nn.Module) -> None:
             layer.bias.zero_()
 
 
-def reset_batchnorm(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_parameters()
-
-
 def set_weight_norm(layer: nn.Module, direction: torch.Tensor, gain: float | torch.Tensor) -> None:
     """Set a WN layer's direction v and its per-output-unit gain g (a scalar is broadcast to every unit)."""
     g, v = layer.parametrizations.weight.original0, layer.parametrizations.weight.original1

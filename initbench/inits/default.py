@@ -18,4 +18,4 @@ def apply(model: nn.Module, params: DefaultParams, context: InitContext) -> None
     """Nothing to do: the layers were initialised by PyTorch when the model was built."""
 
 
-register(InitScheme("default", DefaultParams, apply, summary="PyTorch's default layer init"))
+register(InitScheme("default", DefaultParams, apply))

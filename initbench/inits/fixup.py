@@ -77,4 +77,4 @@ def apply(model: nn.Module, params: FixupParams, context: InitContext) -> None:
     model.fc.bias.zero_()
 
 
-register(InitScheme("fixup", FixupParams, apply, check, "Zhang et al. 2019, zeroed branches + L^(-1/(2m-2))"))
+register(InitScheme("fixup", FixupParams, apply, check))

@@ -104,4 +104,4 @@ def apply(model: nn.Module, params: IDInitParams, context: InitContext) -> None:
     zero_biases(model)
 
 
-register(InitScheme("idinit", IDInitParams, apply, check, "Pan et al. 2025, identity-like matrices"))
+register(InitScheme("idinit", IDInitParams, apply, check))

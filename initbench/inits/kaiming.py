@@ -35,4 +35,4 @@ def apply(model: nn.Module, params: KaimingParams, context: InitContext) -> None
     zero_biases(model)
 
 
-register(InitScheme("kaiming", KaimingParams, apply, check, "He et al. 2015, ReLU gain"))
+register(InitScheme("kaiming", KaimingParams, apply, check))

@@ -21,4 +21,4 @@ def apply(model: nn.Module, params: OrthogonalParams, context: InitContext) -> N
     zero_biases(model)
 
 
-register(InitScheme("orthogonal", OrthogonalParams, apply, summary="Saxe et al. 2014"))
+register(InitScheme("orthogonal", OrthogonalParams, apply))

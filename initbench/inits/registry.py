@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +22,6 @@ class InitContext:
     norm: str
     # Returns one batch of normalised training images [B, C, H, W] on the model's device.
     batch: Callable[[], torch.Tensor] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,6 @@ class InitScheme:
     apply: Callable[[nn.Module, Any, InitContext], None]
     # Raises ConfigError when the scheme is not defined for this model and norm.
     check: Callable[[DictConfig, str, Any], None] | None = None
-    summary: str = ""
 
 
 INIT_SCHEMES: dict[str, InitScheme] = {}

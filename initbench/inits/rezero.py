@@ -55,4 +55,4 @@ def apply(model: nn.Module, params: ReZeroParams, context: InitContext) -> None:
     set_gates(model, params.alpha)
 
 
-register(InitScheme("rezero", ReZeroParams, apply, check, "Bachlechner et al. 2020, zero-initialised gates"))
+register(InitScheme("rezero", ReZeroParams, apply, check))

@@ -54,4 +54,4 @@ def apply(model: nn.Module, params: SkipInitParams, context: InitContext) -> Non
     set_gates(model, params.alpha)
 
 
-register(InitScheme("skipinit", SkipInitParams, apply, check, "De & Smith 2020, zero gate, no normalisation"))
+register(InitScheme("skipinit", SkipInitParams, apply, check))

@@ -83,4 +83,4 @@ def apply(model: nn.Module, params: WNArpitParams, context: InitContext) -> None
             layer.bias.zero_()
 
 
-register(InitScheme("wn_arpit", WNArpitParams, apply, check, "Arpit et al. 2019, WN gains per ResNet position"))
+register(InitScheme("wn_arpit", WNArpitParams, apply, check))

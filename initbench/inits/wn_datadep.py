@@ -74,4 +74,4 @@ def apply(model: nn.Module, params: WNDataDepParams, context: InitContext) -> No
             handle.remove()
 
 
-register(InitScheme("wn_datadep", WNDataDepParams, apply, check, "Salimans & Kingma 2016, one-batch WN init"))
+register(InitScheme("wn_datadep", WNDataDepParams, apply, check))

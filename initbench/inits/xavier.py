@@ -30,4 +30,4 @@ def apply(model: nn.Module, params: XavierParams, context: InitContext) -> None:
     zero_biases(model)
 
 
-register(InitScheme("xavier", XavierParams, apply, check, "Glorot & Bengio 2010"))
+register(InitScheme("xavier", XavierParams, apply, check))

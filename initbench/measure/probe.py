@@ -30,8 +30,8 @@ from initbench.data import ImageData, load_dataset
 from initbench.data.augment import Normalize
 from initbench.errors import ConfigError
 from initbench.inits.common import residual_blocks
-from initbench.results.files import CONFIG_FILE, ENV_FILE, write_csv, write_json, write_text
-from initbench.train.runner import environment, run_dirs
+from initbench.results.files import write_csv
+from initbench.train.runner import environment, run_dirs, write_run_record
 from initbench.train.trainer import build_initialized_model, resolve_device
 
 PROBE_FILE = "probe.csv"
@@ -156,8 +156,7 @@ def probe_job(cfg: DictConfig, job_dir: Path) -> list[list[dict]]:
         model = build_initialized_model(cfg, seed, data).to(device)
         images, labels = probe_batch(data, seed, size, normalize)
         rows = probe_model(model, images.to(device), labels.to(device))
-        write_text(directory / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.merge(cfg, {"seed": seed}), resolve=True))
-        write_json(directory / ENV_FILE, env)
+        write_run_record(directory, cfg, seed, env)
         write_csv(directory / PROBE_FILE, rows, PROBE_COLUMNS)
         print(f"probe of {cfg.model.name} norm={cfg.norm} init={cfg.init.name} seed={seed} "
               f"({len(labels)} images, train mode)\n{format_probe(rows)}\nwritten: {directory / PROBE_FILE}")

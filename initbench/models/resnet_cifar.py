@@ -56,6 +56,11 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, spec: BlockSpec)
     return conv(in_channels, out_channels, 1, stride, spec.norm, bias=spec.conv_bias)
 
 
+def _gate(spec: BlockSpec) -> ScalarScale | None:
+    """The scalar that multiplies the residual branch (SkipInit's and ReZero's), or None without one."""
+    return ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
+
+
 class ResidualBlock(nn.Module):
     """Common interface the init schemes rely on."""
 
@@ -78,7 +83,7 @@ class PostActBlock(ResidualBlock):
         self.shortcut_norm = norm2d(spec.norm, out_channels) if spec.shortcut == "B" and self.shortcut else None
         self.fixup = spec.branch_scalars == "fixup"
         self.rezero = spec.branch_scalars == "rezero"
-        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
+        self.gate = _gate(spec)
 
     def _merge(self, out: torch.Tensor, x: torch.Tensor, shortcut_input: torch.Tensor) -> torch.Tensor:
         if self.shortcut is None:
@@ -166,7 +171,7 @@ class PreActBasicBlock(ResidualBlock):
         self.bn2 = norm2d(spec.norm, out_channels)
         self.conv2 = conv(out_channels, out_channels, 3, 1, spec.norm, spec.conv_bias)
         self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
-        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
+        self.gate = _gate(spec)
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
@@ -190,7 +195,7 @@ class PreActBottleneckBlock(ResidualBlock):
         self.bn3 = norm2d(spec.norm, planes)
         self.conv3 = conv(planes, out_channels, 1, 1, spec.norm, spec.conv_bias)
         self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
-        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
+        self.gate = _gate(spec)
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2, self.conv3]
@@ -219,7 +224,7 @@ class IdentityStreamBlock(ResidualBlock):
         self.conv1 = conv(in_channels, out_channels, 3, stride, spec.norm, spec.conv_bias)
         self.conv2 = conv(out_channels, out_channels, 3, 1, spec.norm, spec.conv_bias)
         self.shortcut = _shortcut(in_channels, out_channels, stride, spec)
-        self.gate = ScalarScale() if spec.branch_scalars in ("gate", "rezero") else None
+        self.gate = _gate(spec)
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _write_atomic(path: Path, write: Any, mode: str = "w") -> None:
+def _write_atomic(path: Path, write: Callable[[Any], object], mode: str = "w") -> None:
     """Write via a temporary file in the same folder, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -50,7 +50,8 @@ def select_runs(root: Path, table: str | None = None, where: Mapping[str, Any] |
                 by: list[str] | None = None, axes: tuple[str, ...] = ()) -> pd.DataFrame:
     """The chosen runs with a `method` column: the table's row label, the `by` fields, or the fields that vary
     (except `axes`, the figure's own axes such as depth)."""
-    runs = collect_runs(Path(root))
+    # The same run found in two folders (an ad-hoc run and a sweep of one config) counts once, as in tables.
+    runs = collect_runs(Path(root)).drop_duplicates("run_id")
     if table:
         runs = runs_of_table(get_table(table), runs)
     if where:
@@ -83,6 +84,7 @@ def curves_data(runs: pd.DataFrame, metrics: pd.DataFrame, metric: str = "error"
                 splits: tuple[str, ...] = ("train", "test")) -> pd.DataFrame:
     """Mean and std over seeds of `metric` per method, split and epoch (from the runs' metrics.csv)."""
     rows = metrics[metrics["metric"].eq(metric) & metrics["split"].isin(splits)]
+    rows = rows.drop_duplicates(["run_id", "epoch", "split", "metric"])  # a run found in two folders counts once
     rows = rows.merge(runs[["run_id", "method"]].drop_duplicates("run_id"), on="run_id")
     rows = rows.assign(value=pd.to_numeric(rows["value"], errors="coerce"))
     data = _mean_std(rows, ["method", "split", "epoch"], "value").assign(metric=metric)

@@ -76,6 +76,9 @@ def _channels_last_stacked(param: torch.Tensor) -> torch.Tensor:
 
 
 class Replicas:
+    """K models run as one: parameters and buffers stacked along a leading run dimension, the forward vmapped
+    over it, so one kernel launch serves all K runs. K = 1 is the plain module, with no stacking or vmap."""
+
     def __init__(self, models: list[nn.Module], compile_mode: str | None = None, channels_last: bool = False):
         """`compile_mode`: None runs eagerly; otherwise a torch.compile mode ("default", "reduce-overhead", ...)."""
         self.count = len(models)
@@ -130,7 +133,8 @@ class Replicas:
     def run_state(self, run: int) -> dict[str, torch.Tensor]:
         """Run `run`'s parameters and buffers as a plain state dict (CPU copies)."""
         state = {**self._params, **self._buffers}
-        return {name: self._pick(t, run).detach().cpu().clone() for name, t in state.items()}
+        # copy=True: one copy whether the tensor is on the GPU (.cpu() alone copies) or already on the CPU.
+        return {name: self._pick(t, run).detach().to("cpu", copy=True) for name, t in state.items()}
 
     def load_run_states(self, states: list[dict[str, torch.Tensor]]) -> None:
         with torch.no_grad():
@@ -138,21 +142,13 @@ class Replicas:
                 values = [s[name] for s in states]
                 tensor.copy_(values[0] if self.count == 1 else torch.stack(values))
 
-    def module(self, run: int) -> nn.Module:
-        """A standalone module holding run `run`'s current weights (for probes and measurements)."""
-        if self.count == 1:
-            return self.template
-        module = copy.deepcopy(self.template).to_empty(device=next(iter(self._params.values())).device)
-        module.load_state_dict(self.run_state(run))
-        return module
-
     def optimizer_run_state(self, optimizer: torch.optim.Optimizer, run: int) -> dict[str, dict]:
         """Run `run`'s slice of the optimizer state (momentum buffers etc.), keyed by parameter name."""
         result = {}
         for name, param in self._params.items():
             state = optimizer.state.get(param, {})
             result[name] = {
-                key: (self._pick(value, run) if value.dim() > 0 else value).detach().cpu().clone()
+                key: (self._pick(value, run) if value.dim() > 0 else value).detach().to("cpu", copy=True)
                 for key, value in state.items()
             }
         return result

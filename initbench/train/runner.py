@@ -70,6 +70,12 @@ def environment(device: torch.device) -> dict:
     }
 
 
+def write_run_record(directory: Path, cfg: DictConfig, seed: int, env: dict) -> None:
+    """The run's resolved config (with its own seed, also for fused runs) and its environment, beside its results."""
+    write_text(directory / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.merge(cfg, {"seed": seed}), resolve=True))
+    write_json(directory / ENV_FILE, env)
+
+
 def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.device) -> dict:
     epochs_trained = run.epochs_done if not run.diverged else run.diverged_epoch
     return {
@@ -94,7 +100,7 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "diverged_epoch": run.diverged_epoch if run.diverged else "",
         "diverged_step": run.diverged_step if run.diverged else "",
         "final_test_error": run.last("test", "error"),
-        "best_test_error": run.best_test_error if math.isfinite(run.best_test_error) else math.nan,
+        "best_test_error": run.best_test_error,
         "first_epoch_test_error": run.first("test", "error"),
         "final_test_loss": run.last("test", "loss"),
         "final_train_loss": run.last("train", "loss"),
@@ -165,9 +171,7 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     env = environment(device)
     for run in runs:
         (run.out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a forced re-run is unfinished until its new summary
-        write_text(run.out_dir / CONFIG_FILE,
-                   OmegaConf.to_yaml(OmegaConf.merge(cfg, {"seed": run.seed}), resolve=True))
-        write_json(run.out_dir / ENV_FILE, env)
+        write_run_record(run.out_dir, cfg, run.seed, env)
 
     def write_metrics() -> None:
         for run in runs:

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,6 @@ class RunState:
     rows: list[dict] = field(default_factory=list)
     diverged_epoch: int | None = None
     diverged_step: int | None = None
-    best_test_error: float = math.inf
     train_seconds: float = 0.0
     images_trained: int = 0
     loss_bound: float = math.inf  # loss_factor x the run's first training loss
@@ -63,16 +63,25 @@ class RunState:
         self.rows.append({"run_id": self.run_id, "epoch": self.epochs_done, "step": self.steps_done,
                           "split": split, "metric": metric, "value": value})
 
+    def values(self, split: str, metric: str) -> list[float]:
+        """Every recorded value of `metric` on `split`, in epoch order."""
+        return [r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric]
+
     def last(self, split: str, metric: str) -> float:
-        values = [r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric]
+        values = self.values(split, metric)
         return values[-1] if values else math.nan
 
     def first(self, split: str, metric: str) -> float:
-        values = [r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric]
+        values = self.values(split, metric)
         return values[0] if values else math.nan
 
-    _SAVED = ("epochs_done", "steps_done", "rows", "diverged_epoch", "diverged_step", "best_test_error",
-              "train_seconds", "images_trained", "loss_bound")
+    @property
+    def best_test_error(self) -> float:
+        """The lowest test error over the epochs (NaN before the first evaluation)."""
+        return min(self.values("test", "error"), default=math.nan)
+
+    _SAVED = ("epochs_done", "steps_done", "rows", "diverged_epoch", "diverged_step", "train_seconds",
+              "images_trained", "loss_bound")
 
     def to_checkpoint(self) -> dict:
         return {name: getattr(self, name) for name in self._SAVED}
@@ -83,6 +92,7 @@ class RunState:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device named by the `device` setting (auto: CUDA when visible); a UserError if it is not there."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -130,7 +140,6 @@ class Trainer:
     def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData, device: torch.device,
                  checkpoint_path: Path):
         self.cfg, self.runs, self.device, self.checkpoint_path = cfg, runs, device, checkpoint_path
-        self.data = data
         self.epochs = int(cfg.epochs)
         augment = cfg.dataset.augment == "crop_flip"
         self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
@@ -150,7 +159,8 @@ class Trainer:
                                          channels_last=cfg.channels_last)
         self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
                                    self.loader.steps_per_epoch, self.epochs)
-        self.test_images = data.test_images.to(device)
+        # Stored in the models' layout once, so evaluation batches need no per-batch layout copy.
+        self.test_images = data.test_images.to(device, memory_format=memory_format)
         self.test_labels = data.test_labels.to(device)
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                          else nullcontext())
@@ -161,7 +171,8 @@ class Trainer:
         if not self.checkpoint_path.is_file():
             return
         saved = load_checkpoint(self.checkpoint_path)
-        entries = saved.get("runs", {}) if saved.get("version") == CHECKPOINT_VERSION else {}
+        current = isinstance(saved, dict) and saved.get("version") == CHECKPOINT_VERSION
+        entries = saved.get("runs", {}) if current else {}
         if not all(run.run_id in entries for run in self.runs):
             raise UserError(
                 f"The checkpoint {self.checkpoint_path} does not belong to these runs. Delete it to start "
@@ -191,11 +202,12 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, {"version": CHECKPOINT_VERSION, "runs": entries})
 
     # ----------------------------------------------------------------------------- training
-    def fit(self, on_epoch_end=None) -> None:
+    def fit(self, on_epoch_end: Callable[[], None] | None = None) -> None:
         """Train until `epochs` or until every run has diverged; `on_epoch_end()` runs after each checkpoint."""
         while self.runs[0].epochs_done < self.epochs and not all(run.diverged for run in self.runs):
             self.train_epoch()
-            self.evaluate()
+            if not all(run.diverged for run in self.runs):  # a test pass would record nothing
+                self.evaluate()
             self._save_checkpoint()
             if on_epoch_end is not None:
                 on_epoch_end()
@@ -226,10 +238,11 @@ class Trainer:
         loss_sum = torch.zeros(count, device=self.device)
         correct = torch.zeros(count, device=self.device, dtype=torch.long)
         bound = torch.tensor([run.loss_bound for run in runs], device=self.device)
-        diverged_at = torch.tensor([run.diverged_step or -1 for run in runs], device=self.device)
+        diverged_at = torch.tensor([-1 if run.diverged_step is None else run.diverged_step for run in runs],
+                                   device=self.device)
         step, seen = runs[0].steps_done, 0
         factor = self.cfg.divergence.loss_factor
-        check_every = max(1, self.cfg.divergence.check_every)
+        check_every = self.cfg.divergence.check_every
         self.replicas.train(True)
         progress = tqdm(total=self.loader.steps_per_epoch, desc=f"epoch {runs[0].epochs_done + 1}/{self.epochs}",
                         leave=False, disable=not (self.cfg.progress and sys.stderr.isatty()))
@@ -251,6 +264,8 @@ class Trainer:
         losses_host, correct_host = loss_sum.tolist(), correct.tolist()
         diverged_host, bound_host = diverged_at.tolist(), bound.tolist()
         elapsed = time.perf_counter() - started
+        # The LR of the epoch's last step, from the schedule: param_groups[0] may be a group with a multiplier.
+        last_lr = self.cfg.optim.lr * self.schedule.factor(step - 1)
         for run, alive, loss, hits, diverged_step, run_bound in zip(runs, alive_before, losses_host, correct_host,
                                                                    diverged_host, bound_host):
             run.epochs_done += 1
@@ -262,12 +277,13 @@ class Trainer:
             run.images_trained += seen
             run.record("train", "loss", loss / seen)
             run.record("train", "error", 100.0 * (1 - hits / seen))
-            run.record("train", "lr", self.optimizer.param_groups[0]["lr"])
+            run.record("train", "lr", last_lr)
             if diverged_step >= 0:
                 run.diverged_step, run.diverged_epoch = diverged_step, run.epochs_done
 
     @torch.no_grad()
     def evaluate(self) -> None:
+        """Test loss and error of every run still training (diverged runs record nothing)."""
         count = len(self.runs)
         loss_sum = torch.zeros(count, device=self.device)
         correct = torch.zeros(count, device=self.device, dtype=torch.long)
@@ -283,10 +299,8 @@ class Trainer:
         for run, loss, hits in zip(self.runs, loss_sum.tolist(), correct.tolist()):
             if run.diverged:
                 continue
-            error = 100.0 * (1 - hits / total)
             run.record("test", "loss", loss / total)
-            run.record("test", "error", error)
-            run.best_test_error = min(run.best_test_error, error)
+            run.record("test", "error", 100.0 * (1 - hits / total))
 
     def _log_epoch(self) -> None:
         for run in self.runs:
