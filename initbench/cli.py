@@ -20,10 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from initbench.config import job_name, register_configs, unknown_setting
+from initbench.config import CONFIG_DIR, job_name, register_configs, unknown_setting
 from initbench.errors import ConfigError, UserError
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
 def register_resolvers() -> None:

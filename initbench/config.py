@@ -15,6 +15,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -22,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from initbench.errors import ConfigError, choice_error
 
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 TASKS = ("train", "probe")
 NORMS = ("batchnorm", "none", "weightnorm")
 LOADERS = ("resident", "torch")
@@ -138,21 +140,35 @@ _CONTROL_DATASET_KEYS = ("root", "download", "cache_dir", "verify_md5")
 _CONTROL_DATA_KEYS = ("num_workers",)
 
 
-def run_identity(cfg: DictConfig | dict, seed: Any) -> dict:
-    """The config fields that define what a run computes (paths and run control removed)."""
+def recipe_identity(cfg: DictConfig | dict) -> dict:
+    """The config fields that define what a run computes, except its seed (paths and run control removed):
+    the runs of one recipe over several seeds, solo or fused, share it."""
     tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
-    tree = {k: v for k, v in tree.items() if k != "hydra" and k not in _CONTROL_KEYS}
-    tree["seed"] = seed
+    tree = {k: v for k, v in tree.items() if k not in ("hydra", "seed") and k not in _CONTROL_KEYS}
     tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _CONTROL_DATASET_KEYS}
     tree["data"] = {k: v for k, v in tree["data"].items() if k not in _CONTROL_DATA_KEYS}
     return tree
+
+
+def _digest(tree: dict) -> str:
+    return hashlib.sha1(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+def recipe_digest(cfg: DictConfig | dict) -> str:
+    """A fingerprint of `recipe_identity`: how a table finds the runs of a sweep job's recipe."""
+    return _digest(recipe_identity(cfg))
+
+
+def run_identity(cfg: DictConfig | dict, seed: Any) -> dict:
+    """The config fields that define what a run computes: its recipe and its seed."""
+    return {**recipe_identity(cfg), "seed": seed}
 
 
 def run_id(cfg: DictConfig | dict, seed: int | list[int]) -> str:
     """Readable, stable id: same config and seed -> same id, so a re-launched sweep finds its runs.
     With a list of seeds it names the job that trains them fused (its folder, see `job_name`)."""
     identity = run_identity(cfg, seed)
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    digest = _digest(identity)[:8]
     seed_label = "-".join(str(s) for s in seed) if isinstance(seed, list) else str(seed)
     return f"{identity['model']['name']}-{identity['norm']}-{identity['init']['name']}-s{seed_label}-{digest}"
 

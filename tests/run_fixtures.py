@@ -46,3 +46,41 @@ def write_run(root: Path, run_id: str, seed: int, model_cfg: dict | None = None,
                              "metric": "loss", "value": math.log1p(value)})
         write_csv(run_dir / METRICS_FILE, rows, METRIC_COLUMNS)
     return run_dir
+
+
+def compose_config(overrides: list[str]):
+    """The config `python -m initbench OVERRIDES` would run, composed by Hydra from configs/."""
+    from hydra import compose, initialize_config_dir
+
+    from initbench.cli import CONFIG_DIR
+    from initbench.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def write_finished_run(folder: Path, cfg, seed: int, test_errors: list[float], diverged: bool = False,
+                       fused_runs: int = 1) -> Path:
+    """The files the runner leaves for one finished run of `cfg` (config.yaml, metrics.csv, summary.csv), written
+    by the runner's own functions: a test error per epoch, then a divergence in the next epoch if `diverged`."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from initbench.config import run_id
+    from initbench.train.runner import summary_row, write_run_record
+    from initbench.train.trainer import RunState
+
+    run = RunState(run_id(OmegaConf.to_container(cfg, resolve=True), seed), seed, Path(folder), torch.Generator())
+    for epoch, error in enumerate(test_errors, start=1):
+        run.epochs_done, run.steps_done = epoch, 10 * epoch
+        for split, value in (("train", error - 1.0), ("test", error)):
+            run.record(split, "error", value)
+            run.record(split, "loss", math.log1p(value))
+    if diverged:
+        run.diverged_epoch, run.diverged_step = len(test_errors) + 1, 10 * len(test_errors) + 3
+    run.train_seconds, run.images_trained = 1.0, 1000
+    write_run_record(run.out_dir, cfg, seed, {})
+    write_csv(run.out_dir / METRICS_FILE, run.rows, METRIC_COLUMNS)
+    write_csv(run.out_dir / SUMMARY_FILE, [summary_row(cfg, run, fused_runs, torch.device("cpu"))], SUMMARY_COLUMNS)
+    return run.out_dir

@@ -72,6 +72,20 @@ def file_in_the_way(w: Path) -> None:
     (w / "afile").write_text("a file where a folder is expected\n")
 
 
+def table_file(rows: str, reported: str = "", metric: str = "best_test_error") -> Callable[[Path], None]:
+    """A user's own table file, {w}/my_table.yaml, over the fixup_cifar10 sweep (jobs: +method=bn_kaiming, fixup)."""
+    text = (f"title: My table\nsweep: fixup_cifar10\nmetric: {metric}\n"
+            f"columns:\n  ResNet-110: {{+experiment: cifar10_resnet110}}\nrows:\n{rows}{reported}")
+
+    def setup(w: Path) -> None:
+        (w / "my_table.yaml").write_text(text)
+    return setup
+
+
+BOTH_ROWS = "  BN: {+method: bn_kaiming}\n  Fixup: {+method: fixup}\n"
+MY_TABLE = ["table", "{w}/my_table.yaml", "--root", "{w}/results"]
+
+
 def interrupted_run(w: Path, checkpoint: bytes | None = b"PK\x03\x04 cut short") -> Path:
     """A run killed mid-training: its files, Hydra's, and a damaged checkpoint."""
     run = w / "results" / "runs" / "interrupted"
@@ -206,6 +220,37 @@ CASES = {
                                       r"--dataset 'cifar10'", r"PAPER_DATASET=RUN_DATASET", base=[]),
     "table_out_under_a_file": Case(["table", "fixup_cifar10", "--root", "{w}/results", "--out", "{w}/afile/tables"],
                                    r"afile/tables: Not a directory", r"Check --out", setup=file_in_the_way, base=[]),
+    "table_file_unknown_parameter": Case(MY_TABLE, r"my_table\.yaml: rows\.'BN' names '\+metod', which is not a "
+                                         r"parameter of .*sweep/fixup_cifar10\.yaml", r"its parameters: \+experiment, "
+                                         r"\+method.* Use one of them", base=[],
+                                         setup=table_file("  BN: {+metod: bn_kaiming}\n  Fixup: {+method: fixup}\n")),
+    "table_file_label_twice": Case(MY_TABLE, r"my_table\.yaml: line 9: 'BN' is given twice", r"rename one",
+                                   setup=table_file(BOTH_ROWS + "  BN: {+method: fixup}\n"), base=[]),
+    "table_file_unknown_reported_id": Case(MY_TABLE, r"my_table\.yaml: reported\.'ResNet-110'\.'BN' = "
+                                           r"'fixup\.c10\.bn' is not an id of results/reported\.csv",
+                                           r"Fix the id, or add the paper's number",
+                                           setup=table_file(BOTH_ROWS, "reported:\n  ResNet-110: {BN: fixup.c10.bn}\n"),
+                                           base=[]),
+    "table_file_cell_no_job_produces": Case(MY_TABLE, r"no job of .*fixup_cifar10\.yaml produces the cell "
+                                            r"\('ResNet-110', 'Fixup'\).*'\+method': \['bn_kaiming', 'fixup'\]",
+                                            r"Fix the value, add it to the sweep, or mark the row not_run", base=[],
+                                            setup=table_file("  BN: {+method: bn_kaiming}\n  Fixup: {+method: fixup_}\n")),
+    "table_file_one_job_two_cells": Case(MY_TABLE, r"the job \+experiment=cifar10_resnet110 \+method=fixup would fill "
+                                         r"two cells", r"make their parameters differ", base=[],
+                                         setup=table_file(BOTH_ROWS + "  Fixup again: {+method: fixup}\n")),
+    "table_file_cell_of_two_jobs": Case(MY_TABLE, r"the cell \('ResNet-110', 'All'\).*would be filled by 2 jobs",
+                                        r"Add the parameter that tells them apart", base=[],
+                                        setup=table_file("  All: {}\n")),
+    "table_file_job_in_no_cell": Case(MY_TABLE, r"1 job\(s\) of .*fixup_cifar10\.yaml land in no cell, e\.g\. "
+                                      r"\+experiment=cifar10_resnet110 \+method=fixup", r"Add the row or column",
+                                      setup=table_file("  BN: {+method: bn_kaiming}\n"), base=[]),
+    "table_file_unknown_metric": Case(MY_TABLE, r"metric='test_eror' is not one of", r"best_test_error", base=[],
+                                      setup=table_file(BOTH_ROWS, metric="test_eror")),
+    "table_file_missing": Case(["table", "{w}/nothere.yaml"], r"nothere\.yaml does not exist",
+                               r"give a table file, or one of: .*fixup_cifar10", base=[]),
+    "table_unknown_dataset_swap": Case(["table", "fixup_cifar10", "--root", "{w}/results", "--dataset",
+                                        "cifar10=cifar10_jpg"], r"'cifar10_jpg' is not a dataset config",
+                                       r"Datasets: .*cifar10_jpeg", base=[]),
     "table_missing_reported": Case(["table", "fixup_cifar10", "--root", "{w}/results", "--reported",
                                     "{w}/nothere.csv"], r"nothere\.csv does not exist", r"reported\.csv", base=[]),
 }

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from initbench.results.plots import main_curves, main_depth, main_divergence, run_script
-from tests.run_fixtures import write_run
+from tests.run_fixtures import compose_config, write_finished_run, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -70,3 +70,19 @@ def test_no_runs_is_a_one_line_error(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as stopped:
         run_script(main_depth, ["--root", str(tmp_path / "none")])
     assert stopped.value.code == 2 and "No finished runs" in capsys.readouterr().err
+
+
+def test_depth_plot_from_a_table_uses_its_cells_and_row_labels(tmp_path: Path):
+    """--table picks the runs of the table file's cells (configs/table/fixup_depth.yaml); others are left out."""
+    root = tmp_path / "results"
+    for method, first_error in (("fixup", 60.0), ("bn_kaiming", 40.0)):
+        for depth in (20, 110):
+            for seed in (0, 1):
+                cfg = compose_config(["+experiment=fixup_cifar10_depth", f"+method={method}", f"model.depth={depth}"])
+                write_finished_run(root / f"{method}-{depth}-s{seed}", cfg, seed, [first_error + seed])
+    cfg = compose_config(["+experiment=fixup_cifar10_depth", "+method=fixup", "model.depth=20", "optim.lr=0.05"])
+    write_finished_run(root / "another-lr", cfg, 0, [10.0])  # not the table's recipe
+    data = assert_figure(main_depth(["--root", str(root), "--out", str(tmp_path / "figures"), "--table", "fixup_depth"]))
+    fixup = data[data["method"] == "Fixup"].set_index("depth")
+    assert set(data["method"]) == {"Fixup", "BN + Kaiming"} and sorted(fixup.index) == [20, 110]
+    assert fixup.loc[20, "mean"] == pytest.approx(39.5) and fixup.loc[20, "n"] == 2  # 100 - mean(60, 61)

@@ -1,5 +1,5 @@
 """Sweeps end to end: the smoke grid killed halfway and launched again, submitit_local, the notebook on the smoke
-results, and every paper sweep's grid against the cells of its table."""
+results, and every paper sweep's jobs, composed and written as runs, against the cells of its table."""
 
 from __future__ import annotations
 
@@ -22,16 +22,17 @@ from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
 from initbench.cli import CONFIG_DIR
-from initbench.config import parse_warmup, register_configs, validate
-from initbench.results.collect import collect_runs, flatten_config
+from initbench.config import register_configs, validate
+from initbench.results.collect import collect_runs
 from initbench.results.files import CHECKPOINT_FILE, SUMMARY_FILE
-from initbench.results.tables import TABLES, build_table, load_reported, matching_runs
+from initbench.results.table_spec import load_table, table_names
+from initbench.results.tables import build_table, load_reported, runs_of_table
 from tests.conftest import run_cli
+from tests.run_fixtures import write_finished_run
 
 REPO = Path(__file__).resolve().parents[1]
-# Two epochs so that a job killed in its second epoch has a checkpoint to resume from.
-SMOKE = ["-m", "+sweep=smoke", "dataset.train_size=192", "dataset.test_size=64", "batch_size=32", "epochs=2",
-         "progress=false"]
+# The smoke grid as its sweep file declares it (two epochs: a job killed in its second has a checkpoint).
+SMOKE = ["-m", "+sweep=smoke", "progress=false"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two processes on two cores without oversubscription
 SWEEPS = sorted(p.stem for p in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"))
 
@@ -72,8 +73,19 @@ def test_smoke_sweep_runs_every_cell_and_fills_its_table(smoke_sweep):
     assert sorted(zip(runs["init"], runs["seed"])) == [("kaiming", 0), ("kaiming", 1), ("orthogonal", 0),
                                                         ("orthogonal", 1)]
     assert (runs["epochs_done"] == 2).all() and not runs["diverged"].any()
-    built = build_table(TABLES["smoke"], runs, load_reported())
+    built = build_table(load_table("smoke"), runs, load_reported())
     assert list(built.cells["n"]) == [2, 2] and list(built.cells["seeds"]) == ["0 1", "0 1"]
+
+
+def test_fused_runs_fill_the_cell_like_solo_runs(tmp_path: Path):
+    """One job of the smoke grid launched with its two seeds fused: each run lands in the cell of its recipe."""
+    done = run_cli(["+experiment=smoke", "init=orthogonal", "dataset.train_size=192", "dataset.test_size=64",
+                    "batch_size=32", "epochs=2", "seed=[4,5]", "progress=false"], tmp_path, env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = collect_runs(tmp_path / "results")
+    assert sorted(runs["fused_runs"]) == [2, 2]
+    built = build_table(load_table("smoke"), runs, load_reported())
+    assert list(built.cells["n"]) == [0, 2] and list(built.cells["seeds"]) == ["", "4 5"]
 
 
 def test_killed_sweep_relaunch_runs_only_the_missing_cells(smoke_sweep):
@@ -172,33 +184,23 @@ def compose_job(job: list[str], sweep: str, composed: dict):
     return cfg
 
 
-def as_run(cfg) -> pd.DataFrame:
-    """What the summary and config.yaml of a run of this config would hold (one row)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    row = {**flatten_config(resolved), "run_id": "candidate", "experiment": cfg.experiment_name,
-           "dataset": cfg.dataset.name, "model": cfg.model.name, "depth": cfg.model.depth, "norm": cfg.norm,
-           "init": cfg.init.name, "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "schedule": cfg.schedule.name,
-           "warmup": parse_warmup(cfg.warmup, cfg.warmup_shape).label(), "epochs": cfg.epochs,
-           "batch_size": cfg.batch_size, "weight_decay": cfg.optim.weight_decay}
-    return pd.DataFrame([row])
+def test_every_sweep_has_its_table():
+    assert {load_table(name).sweep for name in table_names()} == set(SWEEPS)
 
 
-def test_every_table_has_its_sweep():
-    assert set(SWEEPS) == set(TABLES)
-
-
-@pytest.mark.parametrize("name", SWEEPS)
-def test_every_sweep_job_fills_exactly_one_cell_of_its_table(name):
-    spec, jobs, composed = TABLES[name], sweep_jobs(name), {}
+@pytest.mark.parametrize("name", table_names())
+def test_every_sweep_job_lands_in_exactly_one_cell_of_its_table(name, tmp_path: Path):
+    """Each job of the sweep, composed here (not by the table code) and written as a finished run the way the
+    runner writes one, fills exactly one cell, and every cell that is run gets exactly one job's run."""
+    spec, composed = load_table(name), {}
+    jobs = sweep_jobs(spec.sweep)
     register_configs()
-    hits = {index: 0 for index, cell in enumerate(spec.cells) if cell.where is not None}
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for job in jobs:
-            cfg = compose_job(job, name, composed)
+        for index, job in enumerate(jobs):
+            cfg = compose_job(job, spec.sweep, composed)
             validate(cfg)
-            candidate = as_run(cfg)
-            cells = [index for index in hits if len(matching_runs(candidate, spec.cells[index].where))]
-            assert len(cells) == 1, f"{job} fills {len(cells)} cells of {name}"
-            hits[cells[0]] += 1
-    unfilled = [(spec.cells[i].column, spec.cells[i].row) for i, count in hits.items() if not count]
-    assert not unfilled, f"cells no job of +sweep={name} fills: {unfilled}"
+            write_finished_run(tmp_path / f"job{index}", cfg, 0, [50.0])
+    filled = runs_of_table(spec, collect_runs(tmp_path))
+    assert filled["run_id"].is_unique and len(filled) == len(jobs), "a job's run fills no cell, or two"
+    cells_run = [(cell.column, cell.row) for cell in spec.cells if cell.job is not None]
+    assert sorted(zip(filled["column"], filled["row"])) == sorted(cells_run), "a cell gets no job's run, or two"

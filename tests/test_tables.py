@@ -1,8 +1,13 @@
-"""The papers' tables: aggregation over seeds, the reported column, missing cells, reported.csv itself."""
+"""The papers' tables: which runs fill a cell (the recipe of its sweep job, nothing else), aggregation over seeds,
+the reported column, missing cells, the table files themselves and reported.csv.
+
+Fixture runs are written by the runner's own writers from configs Hydra composes for the overrides a user would
+type (tests/run_fixtures.py), so a cell is found the way it is for real runs."""
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -13,37 +18,47 @@ import pytest
 
 from initbench.cli import table_main
 from initbench.results.collect import collect_runs
+from initbench.results.metrics import METRICS
+from initbench.results.sweeps import sweep_jobs
+from initbench.results.table_spec import TABLE_DIR, load_table, table_names
 from initbench.results.tables import (
-    METRICS, REPORTED_COLUMNS, REPORTED_CSV, TABLES, build_table, load_reported, render_latex, render_markdown,
+    REPORTED_COLUMNS, REPORTED_CSV, build_table, load_reported, render_latex, render_markdown, runs_of_table,
     write_table,
 )
-from tests.run_fixtures import ARPIT_MODEL, write_run
+from tests.run_fixtures import compose_config, write_finished_run
 
 REPO = Path(__file__).resolve().parents[1]
 BN_ERRORS = {0: 6.5, 1: 6.7, 2: 7.0}  # best test error per seed of the BN cell of fixup_cifar10
+FIXUP_BN = ["+experiment=cifar10_resnet110", "+method=bn_kaiming"]  # what a user types for that cell's recipe
 
 
 def by_row(built) -> dict[str, dict]:
     return {entry["row"]: entry for entry in built.cells.to_dict("records")}
 
 
-@pytest.fixture
-def fixup_runs(tmp_path: Path) -> Path:
-    """Three seeds of the BN cell of fixup_cifar10 (the Fixup cell has no run), plus runs that must not count."""
-    root = tmp_path / "results"
+def run_of(root: Path, overrides: list[str], seed: int, errors: list[float], **kwargs) -> Path:
+    return write_finished_run(root, compose_config([*overrides, f"seed={seed}"]), seed, errors, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fixup_runs(tmp_path_factory) -> Path:
+    """Three seeds of the BN cell of fixup_cifar10 (the Fixup cell has no run), plus runs that must not count:
+    the same recipe with one more override each."""
+    root = tmp_path_factory.mktemp("fixup") / "results"
     for seed, error in BN_ERRORS.items():
-        write_run(root / "sweeps", f"bn-s{seed}", seed, best_test_error=error, final_test_error=error + 0.2)
+        run_of(root / "sweeps" / f"bn-s{seed}", FIXUP_BN, seed, [error + 5, error, error + 0.2])
     # Same seed and config found twice (an ad-hoc run and a sweep cell): counted once.
-    write_run(root / "runs", "bn-s0", 0, best_test_error=BN_ERRORS[0], final_test_error=BN_ERRORS[0] + 0.2)
-    write_run(root, "other-recipe", 3, best_test_error=1.0, lr=0.05)  # summary column differs
-    write_run(root, "other-layout", 4, best_test_error=1.0, model_cfg={**ARPIT_MODEL})  # config key differs
-    write_run(root, "other-data", 5, best_test_error=2.0, dataset="cifar10_jpeg")
-    write_run(root, "other-epochs", 6, best_test_error=1.0, epochs=20)
+    run_of(root / "runs" / "bn-s0", FIXUP_BN, 0, [BN_ERRORS[0] + 5, BN_ERRORS[0], BN_ERRORS[0] + 0.2])
+    for name, extra in (("other-lr", "optim.lr=0.05"), ("other-shortcut", "model.shortcut=B"),
+                        ("data-subset", "dataset.train_size=5000"), ("other-epochs", "epochs=20"),
+                        ("other-batch", "batch_size=64"), ("bf16", "precision=bf16")):
+        run_of(root / name, [*FIXUP_BN, extra], 3, [1.0])
+    run_of(root / "other-data", [*FIXUP_BN, "dataset=cifar10_jpeg"], 5, [2.0])
     return root
 
 
 def test_mean_std_n_and_reported_column(fixup_runs: Path):
-    built = build_table(TABLES["fixup_cifar10"], collect_runs(fixup_runs), load_reported())
+    built = build_table(load_table("fixup_cifar10"), collect_runs(fixup_runs), load_reported())
     bn = by_row(built)["BatchNorm (Kaiming init)"]
     errors = list(BN_ERRORS.values())
     assert bn["n"] == 3 and bn["seeds"] == "0 1 2" and bn["ours_status"] == "measured"
@@ -58,8 +73,15 @@ def test_mean_std_n_and_reported_column(fixup_runs: Path):
     assert "UNCONFIRMED" in markdown  # the mark is explained under the table
 
 
+def test_a_run_with_one_more_override_fills_no_cell(fixup_runs: Path):
+    runs = collect_runs(fixup_runs)
+    filled = runs_of_table(load_table("fixup_cifar10"), runs)
+    assert sorted(filled["run_dir"].map(lambda d: Path(d).name)) == ["bn-s0", "bn-s1", "bn-s2"]
+    assert len(runs) == 11  # the extra-override runs were collected, and left out
+
+
 def test_missing_cell_is_shown_as_missing(fixup_runs: Path):
-    built = build_table(TABLES["fixup_cifar10"], collect_runs(fixup_runs), load_reported())
+    built = build_table(load_table("fixup_cifar10"), collect_runs(fixup_runs), load_reported())
     fixup = by_row(built)["Fixup (no normalisation)"]
     assert fixup["ours_status"] == "missing" and fixup["n"] == 0 and math.isnan(fixup["ours_mean"])
     assert math.isnan(fixup["difference"]) and fixup["reported_value"] == 7.24
@@ -68,7 +90,7 @@ def test_missing_cell_is_shown_as_missing(fixup_runs: Path):
 
 
 def test_files_written_and_latex_escaped(fixup_runs: Path, tmp_path: Path):
-    built = build_table(TABLES["fixup_cifar10"], collect_runs(fixup_runs), load_reported())
+    built = build_table(load_table("fixup_cifar10"), collect_runs(fixup_runs), load_reported())
     paths = write_table(built, tmp_path / "tables")
     assert paths["md"].read_text() == render_markdown(built)
     latex = paths["tex"].read_text()
@@ -81,45 +103,44 @@ def test_files_written_and_latex_escaped(fixup_runs: Path, tmp_path: Path):
 
 def test_runs_on_another_dataset_only_with_a_swap(fixup_runs: Path):
     runs = collect_runs(fixup_runs)
-    swapped = build_table(TABLES["fixup_cifar10"], runs, load_reported(), {"cifar10": "cifar10_jpeg"})
+    swapped = build_table(load_table("fixup_cifar10"), runs, load_reported(), {"cifar10": "cifar10_jpeg"})
     bn = by_row(swapped)["BatchNorm (Kaiming init)"]
     assert bn["n"] == 1 and bn["ours_mean"] == pytest.approx(2.0)
     assert "cifar10_jpeg in place of cifar10" in render_markdown(swapped)
 
 
 def test_confirmed_values_unmarked_diverged_runs_counted_and_rows_not_run(tmp_path: Path):
-    common = dict(experiment="arpit_cifar10_resnet56", model="resnet56", depth=56, norm="weightnorm",
-                  init="wn_datadep", lr=0.01)
-    write_run(tmp_path, "dd-s0", 0, model_cfg=ARPIT_MODEL, final_test_error=9.0, **common)
-    write_run(tmp_path, "dd-s1", 1, model_cfg=ARPIT_MODEL, final_test_error=9.4, **common)
-    write_run(tmp_path, "dd-s2", 2, model_cfg=ARPIT_MODEL, diverged=True, diverged_epoch=3, diverged_step=1000,
-              final_test_error=80.0, **common)
-    for seed in (0, 1):  # every run of the proposed row diverged
-        write_run(tmp_path, f"p-s{seed}", seed, model_cfg=ARPIT_MODEL, diverged=True, diverged_epoch=1,
-                  **{**common, "init": "wn_arpit"})
-    built = build_table(TABLES["arpit_test_error"], collect_runs(tmp_path), load_reported())
+    datadep = ["+experiment=arpit_cifar10_resnet56", "+method=arpit_wn_datadep"]
+    run_of(tmp_path / "dd-s0", datadep, 0, [9.0])
+    run_of(tmp_path / "dd-s1", datadep, 1, [9.4])
+    run_of(tmp_path / "dd-s2", datadep, 2, [12.0, 11.0], diverged=True)
+    for seed in (0, 1):  # every run of the proposed row diverged in its first epoch
+        run_of(tmp_path / f"p-s{seed}", ["+experiment=arpit_cifar10_resnet56", "+method=arpit_wn_proposed"], seed, [],
+               diverged=True)
+    built = build_table(load_table("arpit_test_error"), collect_runs(tmp_path), load_reported())
     rows = {(e["column"], e["row"]): e for e in built.cells.to_dict("records")}
-    datadep = rows[("CIFAR-10 ResNet-56", "WN + data-dependent")]
-    assert datadep["n"] == 2 and datadep["n_diverged"] == 1 and datadep["ours_mean"] == pytest.approx(9.2)
+    cell = rows[("CIFAR-10 ResNet-56", "WN + data-dependent")]
+    assert cell["n"] == 2 and cell["n_diverged"] == 1 and cell["ours_mean"] == pytest.approx(9.2)
     proposed = rows[("CIFAR-10 ResNet-56", "WN + proposed")]
     assert proposed["ours_status"] == "diverged" and proposed["n"] == 0 and proposed["n_diverged"] == 2
     markdown = render_markdown(built)
     assert "| 9.20 ± 0.28 (1 of 3 diverged) | 2 | 9.19 ± 0.24 | +0.01 |" in markdown  # confirmed: no mark
     assert "| diverged (2/2) | 0 | 7.87 ± 0.14 |" in markdown
     assert "| CIFAR-10 ResNet-110 | WN (Shang et al.) | not run | 0 | 7.46 | — |" in markdown
+    assert "WN (Shang et al.)" not in {e["row"] for e in built.cells.to_dict("records")
+                                       if e["column"] != "CIFAR-10 ResNet-110"}  # only_in
 
 
 def test_rate_metric_is_a_share_of_seeds(tmp_path: Path):
-    common = dict(experiment="arpit_cifar10_wrn40_10_robustness", model="wrn40_10", depth=40, norm="weightnorm",
-                  init="wn_arpit", lr=0.05, epochs=3, epochs_done=3, weight_decay=5e-4, schedule="constant")
+    cell = ["+experiment=arpit_cifar10_wrn40_10_robustness", "+method=arpit_wn_proposed", "optim.lr=0.05", "warmup=0"]
     for seed in range(3):
-        write_run(tmp_path, f"ok-{seed}", seed, model_cfg=ARPIT_MODEL, **common)
-    write_run(tmp_path, "bad", 3, model_cfg=ARPIT_MODEL, diverged=True, diverged_epoch=2, **common)
-    built = build_table(TABLES["arpit_robustness"], collect_runs(tmp_path), load_reported())
-    cell = next(e for e in built.cells.to_dict("records")
-                if e["column"] == "lr 0.05, no warmup" and e["row"] == "proposed")
-    assert cell["n"] == 4 and cell["ours_mean"] == pytest.approx(75.0)
-    assert cell["reported_value"] == 80 and cell["difference"] == pytest.approx(-5.0)
+        run_of(tmp_path / f"ok-{seed}", cell, seed, [80.0, 70.0, 60.0])
+    run_of(tmp_path / "bad", cell, 3, [80.0], diverged=True)
+    built = build_table(load_table("arpit_robustness"), collect_runs(tmp_path), load_reported())
+    entry = next(e for e in built.cells.to_dict("records")
+                 if e["column"] == "lr 0.05, no warmup" and e["row"] == "proposed")
+    assert entry["n"] == 4 and entry["ours_mean"] == pytest.approx(75.0)
+    assert entry["reported_value"] == 80 and entry["difference"] == pytest.approx(-5.0)
     line = next(line for line in render_markdown(built).splitlines()
                 if "lr 0.05, no warmup | proposed" in line)
     assert "| 75 | 4 | 80† | -5 |" in line  # no std for a share
@@ -138,10 +159,38 @@ def test_reported_csv_is_tidy_and_every_table_cell_points_into_it():
     approximate = reported["recipe_notes"].str.contains("plot")
     assert (reported.loc[approximate, "status"] == "unconfirmed").all()  # read off a plot => unconfirmed
     empty = collect_runs(Path("/nonexistent"))
-    for spec in TABLES.values():  # raises on an unknown id or a metric mismatch
+    for name in table_names():  # raises on an unknown id or a metric mismatch
+        spec = load_table(name)
+        ids = [cell.reported for cell in spec.cells if cell.reported] + list(spec.unplaced_reported)
+        assert set(ids) <= set(reported["id"])
         built = build_table(spec, empty, load_reported())
         assert set(built.cells["ours_status"]) <= {"missing", "not run"}
         assert spec.metric in METRICS
+
+
+@pytest.mark.parametrize("name", table_names())
+def test_every_table_file_maps_its_sweep_jobs_one_to_one_onto_cells(name: str):
+    spec = load_table(name)
+    jobs = [cell.job.overrides for cell in spec.cells if cell.job is not None]
+    assert sorted(jobs) == sorted(job.overrides for job in sweep_jobs(spec.sweep))  # each job in exactly one cell
+    labels = [(cell.column, cell.row) for cell in spec.cells]
+    assert len(labels) == len(set(labels))
+    assert all(cell.note for cell in spec.cells if cell.job is None)  # a row not run says why
+
+
+def test_table_code_names_no_paper():
+    """The table machinery is generic: every paper lives in configs/ and results/reported.csv."""
+    config = REPO / "configs"
+    names = {p.stem for group in ("experiment", "sweep", "table", "method") for p in (config / group).glob("*.yaml")}
+    names -= {"smoke"}  # also an ordinary word
+    patterns = [rf"(?<![\w.]){re.escape(name)}(?!\w)" for name in names]
+    patterns += [rf"(?<![\w.]){re.escape(rid.split('.')[0])}\." for rid in load_reported().index]  # fixup.cifar10...
+    code = {p.name: p.read_text() for p in (REPO / "initbench" / "results").glob("*.py")
+            if p.name in ("tables.py", "table_spec.py", "sweeps.py", "metrics.py")}
+    assert len(code) == 4
+    for file, text in code.items():
+        found = sorted({match.group(0) for pattern in patterns for match in re.finditer(pattern, text)})
+        assert not found, f"initbench/results/{file} names {found}"
 
 
 def test_table_command_and_script(fixup_runs: Path, tmp_path: Path):
@@ -153,9 +202,23 @@ def test_table_command_and_script(fixup_runs: Path, tmp_path: Path):
     assert {p.name for p in out.iterdir()} == {"fixup_cifar10.md", "fixup_cifar10.tex", "fixup_cifar10.csv"}
 
 
+def test_list_says_where_each_table_lives_and_its_jobs(capsys):
+    table_main(["--list"])
+    listing = capsys.readouterr().out
+    assert str(TABLE_DIR) in listing and "configs/sweep/" in listing and "no Python" in listing
+    line = next(line for line in listing.splitlines() if line.strip().startswith("arpit_robustness"))
+    assert re.search(r"40 cells\s+120 jobs\s+600 runs", line)  # 30 cells run, 4 fused jobs of 5 seeds each
+    table_main(["arpit_test_error", "--list"])
+    cells = capsys.readouterr().out
+    assert "configs/table/arpit_test_error.yaml" in cells
+    assert "CIFAR-10 ResNet-110 | WN (Shang et al.) | not run: quoted by the paper" in cells
+    assert ("CIFAR-10 ResNet-56 | BN | 1 job(s), 5 run(s): +experiment=arpit_cifar10_resnet56 "
+            "+method=bn_orthogonal") in cells
+
+
 def test_unknown_table_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as stopped:
         table_main(["fixup_cifar"])
     assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert "table='fixup_cifar'" in error and "fixup_cifar10" in error and "Traceback" not in error
+    assert "table='fixup_cifar' is not supported" in error and "fixup_cifar10" in error and "Traceback" not in error

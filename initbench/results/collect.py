@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from initbench.config import recipe_digest
 from initbench.results.files import CONFIG_FILE, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, read_summary
 
 
@@ -52,13 +53,23 @@ def flatten_config(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def collect_runs(root: Path) -> pd.DataFrame:
     """`collect_summaries` plus every key of each run's resolved `config.yaml`, as dotted columns
-    (`model.layout`, `init.name`, ...): what tables and plots select runs by."""
+    (`model.layout`, `init.name`, ...), and its `recipe`: the digest of what the run computes without its seed
+    (`initbench.config.recipe_digest`), by which a table finds the runs of a sweep job. Plots select by both."""
     table = collect_summaries(root)
-    configs = []
+    configs, recipes = [], []
     for run_dir in table["run_dir"]:
         path = Path(run_dir) / CONFIG_FILE
         tree = yaml.safe_load(path.read_text()) if path.is_file() else None
         configs.append(flatten_config(tree) if isinstance(tree, dict) else {})
+        recipes.append(_recipe(tree))
     extra = pd.DataFrame(configs, index=table.index)
     extra = extra[[c for c in extra.columns if c not in table.columns]]
-    return pd.concat([table, extra], axis=1)
+    return pd.concat([table, extra], axis=1).assign(recipe=pd.Series(recipes, index=table.index, dtype=object))
+
+
+def _recipe(tree: Any) -> str | None:
+    """None for a config.yaml that is not a whole run config (a hand-written or truncated file)."""
+    try:
+        return recipe_digest(tree)
+    except (AttributeError, KeyError, TypeError):
+        return None

@@ -2,9 +2,9 @@
 
 Every figure is written as PNG and PDF beside the tidy CSV it was drawn from (`<out>/<name>.{png,pdf,csv}`).
 Figures are drawn on a bare `matplotlib.figure.Figure` (Agg canvas), never through pyplot's global state, so
-they work the same in scripts, tests and notebooks. Runs are chosen by a table (its cells' filters, its row
-labels as the methods) and/or by `--where KEY=VALUE` filters; without a table a run's method is the
-combination of the config fields that vary between the chosen runs.
+they work the same in scripts, tests and notebooks. Runs are chosen by a table (the runs of its cells, its row
+labels as the methods: configs/table/<name>.yaml) and/or by `--where KEY=VALUE` filters; without a table a run's
+method is the combination of the config fields that vary between the chosen runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from matplotlib.ticker import MaxNLocator
 
 from initbench.errors import UserError
 from initbench.results.collect import collect_runs
-from initbench.results.tables import METRICS, get_table, matching_runs, runs_of_table
+from initbench.results.metrics import METRICS
+from initbench.results.table_spec import load_table
+from initbench.results.tables import matching_runs, runs_of_table
 
 # Fields that tell methods apart when no table names them (the first ones that vary are used).
 METHOD_FIELDS = ("experiment", "dataset", "model", "norm", "init", "optimizer", "lr", "warmup", "model.layout",
@@ -53,7 +55,7 @@ def select_runs(root: Path, table: str | None = None, where: Mapping[str, Any] |
     # The same run found in two folders (an ad-hoc run and a sweep of one config) counts once, as in tables.
     runs = collect_runs(Path(root)).drop_duplicates("run_id")
     if table:
-        runs = runs_of_table(get_table(table), runs)
+        runs = runs_of_table(load_table(table), runs)
     if where:
         runs = matching_runs(runs, where)
     if runs.empty:
@@ -207,7 +209,7 @@ def main_curves(argv: list[str]) -> dict[str, Path]:
     parser.add_argument("--metric", default="error", choices=("error", "loss"), help="metrics.csv metric")
     args = parser.parse_args(argv)
     by = args.by
-    if by is None and args.table and len({cell.column for cell in get_table(args.table).cells}) > 1:
+    if by is None and args.table and len({cell.column for cell in load_table(args.table).cells}) > 1:
         by = ["column", "row"]  # the same row of different columns (recipes) are different curves
     runs = select_runs(Path(args.root), args.table, parse_where(args.where), by)
     if runs.empty:

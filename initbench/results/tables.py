@@ -1,24 +1,26 @@
-"""The papers' tables: which runs fill each cell, what the paper reported there, and the rendered table.
+"""A paper's table from finished runs: gather, match runs to cells, aggregate over seeds, render.
 
-A table (`TableSpec`) is a list of cells. A cell names its place in the paper's table (column, row),
-the runs that fill it (`where`: summary columns, or dotted config keys such as `model.layout`, that a run
-must match) and the id of the paper's number in `results/reported.csv`. `build_table` aggregates the
-matching runs over seeds (mean, std, n) and sets them beside the reported value; `render_markdown` /
-`render_latex` / the tidy CSV show them. A cell without runs says "missing": nothing is ever filled in.
-The sweep that produces a table's runs is `configs/sweep/<table name>.yaml`.
+What a table shows is declared in `configs/table/<name>.yaml` (`initbench.results.table_spec`): each cell is one
+job of the table's sweep, and its runs are the finished runs of that job's recipe — the `recipe` digest
+`collect_runs` reads from each run's `config.yaml`, the run-folder hash without the seed. A run of any other
+override, solo or fused, fills no cell. `build_table` aggregates each cell's runs over seeds (mean, std, n) and
+sets the paper's number from `results/reported.csv` beside them; `render_markdown` / `render_latex` / the tidy
+CSV show the result. A cell without runs says "missing": nothing is ever filled in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from initbench.errors import UserError, choice_error
+from initbench.errors import UserError
+from initbench.results.metrics import METRICS, Metric
+from initbench.results.table_spec import TableSpec, cell_recipes, load_table, table_names
 
 REPORTED_CSV = Path(__file__).resolve().parents[2] / "results" / "reported.csv"
 REPORTED_COLUMNS = ("id", "paper", "table", "dataset", "architecture", "norm", "init", "recipe_notes", "metric",
@@ -29,285 +31,6 @@ TABLE_COLUMNS = ("table", "column", "row", "metric", "ours_status", "ours_mean",
 UNCONFIRMED_MARK = "†"
 # ours_status of a cell: no run found yet / a row initbench does not run / every run diverged / a value
 MISSING, NOT_RUN, DIVERGED, MEASURED = "missing", "not run", "diverged", "measured"
-
-
-# ----------------------------------------------------------------------------------------------- metrics
-@dataclass(frozen=True)
-class Metric:
-    """Our number per run, in the unit of the reported metric it is compared with."""
-
-    reported_metric: str  # the `metric` of the reported.csv rows this is set beside
-    label: str
-    value: Callable[[pd.DataFrame], pd.Series]  # per run; NaN where the run gives no value (it diverged)
-    diverged: Callable[[pd.DataFrame], pd.Series]  # runs that diverged before the metric was measured
-    rate: bool = False  # a share over seeds (mean only: a std of 0/100 values says nothing more)
-    digits: int = 2
-
-
-def _no_divergence(runs: pd.DataFrame) -> pd.Series:
-    return pd.Series(False, index=runs.index)
-
-
-def _diverged_by(epoch: int) -> Callable[[pd.DataFrame], pd.Series]:
-    return lambda runs: runs["diverged"] & (pd.to_numeric(runs["diverged_epoch"], errors="coerce") <= epoch)
-
-
-METRICS: dict[str, Metric] = {
-    "final_test_error": Metric(
-        "test_error_pct", "final test error (%)",
-        lambda t: t["final_test_error"].where(~t["diverged"]), lambda t: t["diverged"]),
-    "best_test_error": Metric(
-        "test_error_pct", "best test error over the epochs (%)",
-        lambda t: t["best_test_error"].where(~t["diverged"]), lambda t: t["diverged"]),
-    "final_test_accuracy": Metric(
-        "test_accuracy_pct", "final test accuracy (%)",
-        lambda t: (100.0 - t["final_test_error"]).where(~t["diverged"]), lambda t: t["diverged"]),
-    "first_epoch_accuracy_pct": Metric(
-        "test_accuracy_pct_after_1_epoch", "test accuracy after the first epoch (%)",
-        lambda t: (100.0 - t["first_epoch_test_error"]).where(~_diverged_by(1)(t)), _diverged_by(1)),
-    "first_epoch_accuracy_fraction": Metric(
-        "test_accuracy_after_1_epoch", "test accuracy after the first epoch (fraction)",
-        lambda t: ((100.0 - t["first_epoch_test_error"]) / 100.0).where(~_diverged_by(1)(t)), _diverged_by(1),
-        digits=3),
-    "pct_reaching_epoch_3": Metric(
-        "pct_seeds_reaching_epoch_3", "% of seeds reaching epoch 3 without diverging",
-        lambda t: 100.0 * (~_diverged_by(3)(t) & (t["epochs_done"] >= 3)).astype(float), _no_divergence,
-        rate=True, digits=0),
-}
-
-
-# ----------------------------------------------------------------------------------------------- specs
-@dataclass(frozen=True)
-class Cell:
-    column: str
-    row: str
-    where: Mapping[str, Any] | None  # None: a row the paper has but initbench does not run
-    reported: str | None = None  # id of the paper's number in reported.csv
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: str  # also the sweep: configs/sweep/<name>.yaml
-    title: str
-    metric: str  # key of METRICS
-    column_label: str
-    cells: tuple[Cell, ...]
-    notes: tuple[str, ...] = ()
-    unplaced_reported: tuple[str, ...] = ()  # reported ids whose cell the sources do not pin down
-
-
-HE_LAYOUT = {"model.layout": "postact", "model.shortcut": "A", "model.block": "basic"}
-ARPIT_WN_LAYOUT = {"model.layout": "identity_stream", "model.shortcut": "B", "model.block": "basic"}
-FULL_DATA = {"dataset.train_size": 0, "dataset.test_size": 0, "dataset.augment": "crop_flip"}
-
-
-def _recipe(optimizer: str, lr: float | None, weight_decay: float, epochs: int, schedule: str) -> dict[str, Any]:
-    pins = {"optimizer": optimizer, "weight_decay": weight_decay, "epochs": epochs, "schedule": schedule,
-            "batch_size": 128, "precision": "fp32", **FULL_DATA}
-    if optimizer == "sgd":
-        pins["optim.momentum"] = 0.9
-    return pins if lr is None else {**pins, "lr": lr}
-
-
-# What each experiment file (configs/experiment/<name>.yaml) pins: a run of the same experiment with another
-# value (an ad-hoc override, a data subset) is another recipe and fills no cell. The smoke grid pins nothing, so
-# tests may shrink it. tests/test_sweeps.py checks that every sweep job lands in exactly one cell.
-RECIPES: dict[str, dict[str, Any]] = {
-    "smoke": {},
-    "cifar10_resnet56": _recipe("sgd", 0.1, 1e-4, 200, "step"),
-    "cifar10_resnet110": _recipe("sgd", 0.1, 1e-4, 200, "step"),
-    "fixup_cifar10_depth": _recipe("sgd", 0.1, 1e-4, 1, "constant"),
-    "arpit_cifar10_resnet56": _recipe("sgd", 0.01, 1e-4, 200, "step"),
-    "arpit_cifar10_resnet110": _recipe("sgd", 0.01, 1e-4, 200, "step"),
-    "arpit_cifar10_wrn40_10": _recipe("sgd", 0.01, 5e-4, 200, "step"),
-    "arpit_cifar100_resnet164": _recipe("sgd", 0.01, 5e-4, 200, "step"),
-    "arpit_cifar10_wrn_depth": {**_recipe("sgd", 0.01, 5e-4, 1, "constant"), "model.widen_factor": 1},
-    "arpit_cifar10_wrn40_10_robustness": _recipe("sgd", None, 5e-4, 3, "constant"),  # the LR is a column
-    "idinit_cifar10_resnet56_adam": _recipe("adam", 1e-3, 0.0, 200, "step"),
-    "idinit_cifar10_resnet110_adam": _recipe("adam", 1e-3, 0.0, 200, "step"),
-}
-
-
-def _cell(column: str, row: str, reported: str | None = None, **where: Any) -> Cell:
-    """A cell of `experiment`'s recipe with no warmup unless `where` says otherwise (dotted keys as
-    `model__layout`)."""
-    where = {k.replace("__", "."): v for k, v in where.items()}
-    return Cell(column, row, {**RECIPES[where["experiment"]], "warmup": "none", **where}, reported)
-
-
-def _not_run(column: str, row: str, note: str, reported: str | None = None) -> Cell:
-    return Cell(column, row, None, reported, note)
-
-
-def _smoke() -> TableSpec:
-    column = "ResNet-20, synthetic data, 1 epoch"
-    cells = tuple(_cell(column, row, experiment="smoke", dataset="synthetic", init=init, norm="batchnorm")
-                  for row, init in (("BN + Kaiming", "kaiming"), ("BN + orthogonal", "orthogonal")))
-    return TableSpec("smoke", "Smoke grid (no paper): the tiny sweep tests and the notebook run",
-                     "final_test_error", "setting", cells, ("The papers report nothing for this grid.",))
-
-
-def _fixup_cifar10() -> TableSpec:
-    column = "CIFAR-10 ResNet-110"
-    common = dict(experiment="cifar10_resnet110", dataset="cifar10", model="resnet110", **_dotted(HE_LAYOUT))
-    cells = (
-        _cell(column, "BatchNorm (Kaiming init)", "fixup.cifar10.resnet110.bn", init="kaiming", norm="batchnorm",
-              **common),
-        _cell(column, "Fixup (no normalisation)", "fixup.cifar10.resnet110.fixup", init="fixup", norm="none",
-              **common),
-    )
-    notes = ("Ours is the best test error over the epochs: the official script keeps the checkpoint with the best "
-             "test accuracy.",
-             "Recipe: the official CIFAR script's defaults without mixup (configs/experiment/cifar10_resnet110.yaml); "
-             "the paper's exact recipe and seeds are unconfirmed.")
-    return TableSpec("fixup_cifar10", "Fixup (Zhang et al. 2019): CIFAR-10 ResNet-110 test error, BN vs Fixup",
-                     "best_test_error", "setting", cells, notes)
-
-
-def _fixup_depth() -> TableSpec:
-    rows = (("BN + Kaiming", dict(init="kaiming", norm="batchnorm")), ("Fixup", dict(init="fixup", norm="none")),
-            ("no normalisation + Kaiming", dict(init="kaiming", norm="none")))
-    cells = []
-    for depth in (20, 110, 1202, 9998):
-        for row, chosen in rows:
-            reported = "fixup.depth.resnet_lt1000.fixup" if row == "Fixup" and depth < 1000 else None
-            cells.append(_cell(f"{depth} layers", row, reported, experiment="fixup_cifar10_depth", dataset="cifar10",
-                               depth=depth, **chosen, **_dotted(HE_LAYOUT)))
-    notes = ("The paper's value is one reading of its Figure 3 ('about 50% below 1000 layers'), set beside every "
-             "Fixup cell under 1000 layers.",
-             "Depths, block type and compared methods of the figure are unconfirmed.")
-    return TableSpec("fixup_depth", "Fixup (Zhang et al. 2019), Figure 3: CIFAR-10 test accuracy after the first "
-                     "epoch vs depth", "first_epoch_accuracy_pct", "depth", tuple(cells), notes)
-
-
-ARPIT_RECIPES = (
-    ("CIFAR-10 ResNet-56", "arpit_cifar10_resnet56", "cifar10", "c10.resnet56"),
-    ("CIFAR-10 ResNet-110", "arpit_cifar10_resnet110", "cifar10", "c10.resnet110"),
-    ("CIFAR-10 WRN-40-10", "arpit_cifar10_wrn40_10", "cifar10", "c10.wrn40_10"),
-    ("CIFAR-100 ResNet-164", "arpit_cifar100_resnet164", "cifar100", "c100.resnet164"),
-)
-
-
-def _arpit_test_error() -> TableSpec:
-    cells = []
-    for column, experiment, dataset, key in ARPIT_RECIPES:
-        common = dict(experiment=experiment, dataset=dataset)
-        wn = dict(norm="weightnorm", **common, **_dotted(ARPIT_WN_LAYOUT))
-        cells += [
-            _cell(column, "WN + data-dependent", f"arpit.test_error.{key}.wn_datadep", init="wn_datadep", **wn),
-            _cell(column, "WN + proposed", f"arpit.test_error.{key}.wn_arpit", init="wn_arpit", **wn),
-            _cell(column, "WN + proposed + warmup", f"arpit.test_error.{key}.wn_arpit_warmup", init="wn_arpit",
-                  warmup="quadratic:5ep", **wn),
-        ]
-        if key == "c10.resnet110":
-            cells.append(_not_run(column, "WN (Shang et al.)", "quoted by the paper from Shang et al.; not an "
-                                  "init initbench runs", f"arpit.test_error.{key}.wn_shang"))
-        cells.append(_cell(column, "BN", f"arpit.test_error.{key}.bn", init="orthogonal", norm="batchnorm",
-                           **common))
-    notes = ("Ours is the final test error; the paper selected hyper-parameters on a 10% validation split, which "
-             "initbench does not hold out.",
-             "BN row: the paper quotes He et al. (He init, post-activation) for ResNet-56/110 and ran BN + orthogonal "
-             "itself for WRN-40-10 and ResNet-164; initbench runs BN + orthogonal on each recipe's BN model.",
-             "WRN-40-10 and ResNet-164: the paper's rows use cutout, which initbench does not implement yet; ours "
-             "train without it. The WN ResNet-164 is built from basic blocks (unconfirmed).",
-             "Every optimiser value of these recipes is unconfirmed (configs/experiment/arpit_*.yaml).")
-    return TableSpec("arpit_test_error", "Arpit et al. (2019): CIFAR test error (%), WeightNorm inits vs BN",
-                     "final_test_error", "setting", tuple(cells), notes)
-
-
-ARPIT_INITS = (  # row label, init, key in reported.csv
-    ("data-dependent", "wn_datadep", "wn_datadep"),
-    ("PyTorch default", "orthogonal", "wn_default"),
-    ("proposed", "wn_arpit", "wn_arpit"),
-)
-HANIN_NOTE = "stage-wise Hanin is not an init initbench implements"
-
-
-def _arpit_depth() -> TableSpec:
-    cells = []
-    for depth in (10, 100, 1000, 10000):
-        column = f"{depth} layers"
-        for row, init, key in ARPIT_INITS:
-            cells.append(_cell(column, row, f"arpit.depth.wrn{depth}.{key}", experiment="arpit_cifar10_wrn_depth",
-                               dataset="cifar10", depth=depth, init=init, norm="weightnorm",
-                               **_dotted(ARPIT_WN_LAYOUT)))
-        cells.append(_not_run(column, "stage-wise Hanin", HANIN_NOTE, f"arpit.depth.wrn{depth}.wn_hanin"))
-    notes = ("Reported values were read off a plot (approximate). Widening factor of the paper's nets: unconfirmed "
-             "(ours: 1).",)
-    return TableSpec("arpit_depth", "Arpit et al. (2019): accuracy after one epoch of WN Wide ResNets vs depth",
-                     "first_epoch_accuracy_fraction", "depth", tuple(cells), notes)
-
-
-def _arpit_robustness() -> TableSpec:
-    cells = []
-    for lr in ("0.001", "0.005", "0.01", "0.05", "0.1"):
-        for warm, label, key in (("none", "no warmup", "nowarmup"), ("quadratic:1ep", "warmup", "warmup")):
-            column = f"lr {lr}, {label}"
-            for row, init, init_key in ARPIT_INITS:
-                cells.append(_cell(column, row, f"arpit.robustness.lr{lr}.{key}.{init_key}",
-                                   experiment="arpit_cifar10_wrn40_10_robustness", dataset="cifar10", lr=float(lr),
-                                   warmup=warm, init=init, norm="weightnorm", **_dotted(ARPIT_WN_LAYOUT)))
-            cells.append(_not_run(column, "stage-wise Hanin", HANIN_NOTE, f"arpit.robustness.lr{lr}.{key}.wn_hanin"))
-    notes = ("Reported values are bar heights read off a plot (approximate; 20 seeds per bar).",
-             "Warmup: quadratic over 1 epoch in ours; the paper's length is unconfirmed.")
-    return TableSpec("arpit_robustness", "Arpit et al. (2019): % of seeds of a WN WRN-40-10 reaching epoch 3 "
-                     "without diverging", "pct_reaching_epoch_3", "LR and warmup", tuple(cells), notes)
-
-
-IDINIT_RECIPES = (
-    ("ResNet-56, SGD", "cifar10_resnet56", "resnet56"),
-    ("ResNet-56, Adam", "idinit_cifar10_resnet56_adam", "resnet56"),
-    ("ResNet-110, SGD", "cifar10_resnet110", "resnet110"),
-    ("ResNet-110, Adam", "idinit_cifar10_resnet110_adam", "resnet110"),
-)
-IDINIT_ROWS = (  # row label, init, norm (None: not run, with the reason)
-    ("BN: Kaiming", "kaiming", "batchnorm"),
-    ("BN: Zero-γ", None, "Zero-γ (zero last BN gamma) is not implemented"),
-    ("BN: ReZero", "rezero", "batchnorm"),
-    ("BN: IDInit", "idinit", "batchnorm"),
-    ("no BN: Kaiming", "kaiming", "none"),
-    ("no BN: Fixup", "fixup", "none"),
-    ("no BN: SkipInit", "skipinit", "none"),
-    ("no BN: ReZero", "rezero", "none"),
-    ("no BN: ZerO", None, "ZerO (Hadamard init) is not implemented"),
-    ("no BN: IDInit", "idinit", "none"),
-)
-
-
-def _idinit_cifar10() -> TableSpec:
-    cells = []
-    for column, experiment, model in IDINIT_RECIPES:
-        for row, init, norm in IDINIT_ROWS:
-            if init is None:
-                cells.append(_not_run(column, row, norm))
-            else:
-                cells.append(_cell(column, row, experiment=experiment, dataset="cifar10", model=model, init=init,
-                                   norm=norm, model__shortcut="A", model__layout="postact"))
-    notes = ("Ours is the final test accuracy. The paper's Table 2 numbers are not available; the only values "
-             "seen (below) cannot be placed in a cell.",
-             "Which baselines the paper ran with and without BN, and every recipe value, are unconfirmed.")
-    unplaced = ("idinit.table2.settingA.kaiming", "idinit.table2.settingA.idinit", "idinit.table2.settingB.kaiming",
-                "idinit.table2.settingB.idinit")
-    return TableSpec("idinit_cifar10", "IDInit (Pan et al. 2025), Table 2: CIFAR-10 test accuracy (%)",
-                     "final_test_accuracy", "setting", tuple(cells), notes, unplaced)
-
-
-def _dotted(where: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted config keys as `_cell` keyword arguments (model.layout -> model__layout)."""
-    return {k.replace(".", "__"): v for k, v in where.items()}
-
-
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
-    _smoke(), _fixup_cifar10(), _fixup_depth(), _arpit_test_error(), _arpit_depth(), _arpit_robustness(),
-    _idinit_cifar10(),
-)}
-
-
-def get_table(name: str) -> TableSpec:
-    if name not in TABLES:
-        raise choice_error("table", name, tuple(TABLES))
-    return TABLES[name]
 
 
 # ----------------------------------------------------------------------------------------------- reported
@@ -326,6 +49,20 @@ def load_reported(path: Path = REPORTED_CSV) -> pd.DataFrame:
     return reported.set_index("id")
 
 
+def check_reported(spec: TableSpec, reported: pd.DataFrame) -> None:
+    """Every id the table file names is a row of reported.csv that reports the table's metric."""
+    expected = METRICS[spec.metric].reported_metric
+    named = [(f"reported.{cell.column!r}.{cell.row!r}", cell.reported) for cell in spec.cells if cell.reported]
+    named += [("unplaced_reported", rid) for rid in spec.unplaced_reported]
+    for key, rid in named:
+        if rid not in reported.index:
+            raise UserError(f"{spec.path}: {key} = {rid!r} is not an id of results/reported.csv. Fix the id, or "
+                            "add the paper's number as a row of reported.csv (id, paper, table, ..., source, status).")
+        if key != "unplaced_reported" and reported.loc[rid, "metric"] != expected:
+            raise UserError(f"{spec.path}: {key} = {rid!r} reports {reported.loc[rid, 'metric']}, but the table's "
+                            f"metric {spec.metric} compares {expected}. Place it in a table of that metric.")
+
+
 # ----------------------------------------------------------------------------------------------- matching
 def _same(actual: Any, expected: Any) -> bool:
     if actual is None or (isinstance(actual, float) and math.isnan(actual)):
@@ -341,7 +78,7 @@ def _same(actual: Any, expected: Any) -> bool:
 
 
 def matching_runs(runs: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
-    """The runs whose summary columns / dotted config keys equal every value in `where`."""
+    """The runs whose summary columns / dotted config keys equal every value in `where` (the plots' --where)."""
     mask = pd.Series(True, index=runs.index)
     for key, expected in where.items():
         if key not in runs.columns:
@@ -350,21 +87,17 @@ def matching_runs(runs: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
     return runs[mask].drop_duplicates("run_id")
 
 
-def _with_datasets(where: Mapping[str, Any], datasets: Mapping[str, str]) -> dict[str, Any]:
-    where = dict(where)
-    if "dataset" in where:
-        where["dataset"] = datasets.get(where["dataset"], where["dataset"])
-    return where
+def runs_of_cells(spec: TableSpec, runs: pd.DataFrame, datasets: Mapping[str, str] | None = None) -> list:
+    """Per cell, its runs (None for a row not run): the runs of its job's recipe, each run once."""
+    recipes = cell_recipes(spec, dict(datasets or {}))
+    return [None if recipe is None else runs[runs["recipe"] == recipe].drop_duplicates("run_id")
+            for recipe in recipes]
 
 
 def runs_of_table(spec: TableSpec, runs: pd.DataFrame, datasets: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every run that fills some cell of the table, with its cell's `column` and `row`."""
-    frames = []
-    for cell in spec.cells:
-        if cell.where is None:
-            continue
-        matched = matching_runs(runs, _with_datasets(cell.where, datasets or {}))
-        frames.append(matched.assign(column=cell.column, row=cell.row))
+    frames = [matched.assign(column=cell.column, row=cell.row)
+              for cell, matched in zip(spec.cells, runs_of_cells(spec, runs, datasets)) if matched is not None]
     return pd.concat(frames, ignore_index=True) if frames else runs.iloc[0:0].assign(column=[], row=[])
 
 
@@ -391,33 +124,27 @@ def _number(value: Any) -> float:
 def build_table(spec: TableSpec, runs: pd.DataFrame, reported: pd.DataFrame,
                 datasets: Mapping[str, str] | None = None) -> BuiltTable:
     """Aggregate the runs of each cell over seeds and set the paper's number beside them."""
+    check_reported(spec, reported)
     metric = METRICS[spec.metric]
     rows = []
-    for cell in spec.cells:
+    for cell, matched in zip(spec.cells, runs_of_cells(spec, runs, datasets)):
         entry = {"table": spec.name, "column": cell.column, "row": cell.row, "metric": metric.reported_metric,
                  "ours_status": MISSING, "ours_mean": math.nan, "ours_std": math.nan, "n": 0, "n_diverged": 0,
                  "seeds": "", "reported_value": math.nan, "reported_std": math.nan, "reported_status": "",
                  "difference": math.nan, "reported_id": cell.reported or "", "reported_source": "", "note": cell.note}
-        if cell.where is not None:
-            matched = matching_runs(runs, _with_datasets(cell.where, datasets or {}))
-            if len(matched):
-                values = metric.value(matched).astype(float).dropna()
-                entry["n"] = len(values)
-                entry["n_diverged"] = int(metric.diverged(matched).sum())
-                entry["seeds"] = " ".join(str(int(s)) for s in sorted(matched["seed"].dropna()))
-                entry["ours_status"] = MEASURED if len(values) else DIVERGED if entry["n_diverged"] else MISSING
-                if len(values):
-                    entry["ours_mean"] = float(values.mean())
-                    entry["ours_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        else:
+        if matched is None:
             entry["ours_status"] = NOT_RUN
+        elif len(matched):
+            values = metric.value(matched).astype(float).dropna()
+            entry["n"] = len(values)
+            entry["n_diverged"] = int(metric.diverged(matched).sum())
+            entry["seeds"] = " ".join(str(int(s)) for s in sorted(matched["seed"].dropna()))
+            entry["ours_status"] = MEASURED if len(values) else DIVERGED if entry["n_diverged"] else MISSING
+            if len(values):
+                entry["ours_mean"] = float(values.mean())
+                entry["ours_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         if cell.reported:
-            if cell.reported not in reported.index:
-                raise UserError(f"Table {spec.name}: reported id {cell.reported!r} is not in reported.csv.")
             paper = reported.loc[cell.reported]
-            if paper["metric"] != metric.reported_metric:
-                raise UserError(f"Table {spec.name}: {cell.reported} reports {paper['metric']}, but the table "
-                                f"compares {metric.reported_metric}.")
             entry.update(reported_value=_number(paper["value"]), reported_std=_number(paper["std"]),
                          reported_status=paper["status"], reported_source=paper["source"])
             entry["difference"] = entry["ours_mean"] - entry["reported_value"]
@@ -520,16 +247,47 @@ def write_table(built: BuiltTable, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+
+
 # ----------------------------------------------------------------------------------------------- command
 def _parse_datasets(values: list[str]) -> dict[str, str]:
+    from initbench.config import CONFIG_DIR
+
+    known = sorted(path.stem for path in (Path(CONFIG_DIR) / "dataset").glob("*.yaml"))
     swaps = {}
     for value in values:
         old, sep, new = value.partition("=")
         if not sep or not old or not new:
             raise UserError(f"--dataset {value!r}: give PAPER_DATASET=RUN_DATASET, "
                             "e.g. --dataset cifar10=cifar10_jpeg.")
+        if new not in known:
+            raise UserError(f"--dataset {value!r}: {new!r} is not a dataset config. Datasets: {', '.join(known)}.")
         swaps[old] = new
     return swaps
+
+
+def _list_tables() -> None:
+    from initbench.results.table_spec import TABLE_DIR
+
+    print(f"Tables (one file each in {TABLE_DIR}; their sweeps in configs/sweep/):")
+    for name in table_names():
+        spec = load_table(name)
+        jobs = [cell.job for cell in spec.cells if cell.job is not None]
+        print(f"  {name:<18} {len(spec.cells):>3} cells {sum(len(j.seeds) for j in jobs):>4} jobs "
+              f"{sum(j.runs for j in jobs):>4} runs  python -m initbench -m +sweep={spec.sweep}  # {spec.title}")
+    print("Add a table: a sweep file (configs/sweep/<name>.yaml), a table file (configs/table/<name>.yaml) and the "
+          "paper's numbers as rows of results/reported.csv; no Python (README: \"Regenerating the papers' tables\").")
+
+
+def _list_cells(spec: TableSpec) -> None:
+    jobs = [cell.job for cell in spec.cells if cell.job is not None]
+    print(f"{spec.path}: {spec.title}")
+    print(f"sweep configs/sweep/{spec.sweep}.yaml: {sum(len(j.seeds) for j in jobs)} jobs, "
+          f"{sum(j.runs for j in jobs)} runs   python -m initbench -m +sweep={spec.sweep}")
+    for cell in spec.cells:
+        what = (f"not run: {cell.note}" if cell.job is None else
+                f"{len(cell.job.seeds)} job(s), {cell.job.runs} run(s): {cell.job.label()}")
+        print(f"  {cell.column} | {cell.row} | {what}")
 
 
 def main(argv: list[str]) -> None:
@@ -539,28 +297,30 @@ def main(argv: list[str]) -> None:
     from initbench.results.collect import collect_runs
 
     parser = argparse.ArgumentParser(prog="initbench table", description=main.__doc__)
-    parser.add_argument("name", nargs="?", help=f"one of: {', '.join(TABLES)} (or 'all')")
+    parser.add_argument("name", nargs="?", help=f"one of: {', '.join(table_names())}, 'all', or a table file's path")
     parser.add_argument("--root", default="results", help="folder searched for finished runs (default: results)")
     parser.add_argument("--out", default="results/tables", help="where the table files go (default: results/tables)")
     parser.add_argument("--dataset", action="append", default=[], metavar="PAPER=RUN",
                         help="runs trained on another dataset than the paper's, e.g. cifar10=cifar10_jpeg")
     parser.add_argument("--reported", default=str(REPORTED_CSV), help="the papers' numbers (results/reported.csv)")
-    parser.add_argument("--list", action="store_true", help="list the tables and their sweeps")
+    parser.add_argument("--list", action="store_true",
+                        help="list the tables and their files; with NAME, the table's cells and their sweep jobs")
     args = parser.parse_args(argv)
-    if args.list or not args.name:
-        for spec in TABLES.values():
-            print(f"{spec.name:<18} {len(spec.cells):>3} cells  python -m initbench -m +sweep={spec.name}  "
-                  f"# {spec.title}")
+    if not args.name or (args.list and args.name == "all"):
+        _list_tables()
         return
-    names = list(TABLES) if args.name == "all" else [get_table(args.name).name]
+    specs = [load_table(name) for name in (table_names() if args.name == "all" else [args.name])]
+    if args.list:
+        _list_cells(specs[0])
+        return
     if not Path(args.root).is_dir():
         raise UserError(f"--root {args.root} is not a folder. Give the folder that holds the finished runs, "
-                        f"e.g. --root results/sweeps/{names[0]}.")
+                        f"e.g. --root results/sweeps/{specs[0].sweep}.")
     reported = load_reported(Path(args.reported))
-    runs = collect_runs(Path(args.root))
     datasets = _parse_datasets(args.dataset)
-    for name in names:
-        built = build_table(TABLES[name], runs, reported, datasets)
+    runs = collect_runs(Path(args.root))
+    for spec in specs:
+        built = build_table(spec, runs, reported, datasets)
         paths = write_table(built, Path(args.out))
         print(render_markdown(built))
         print(f"written: {', '.join(str(p) for p in paths.values())}\n")

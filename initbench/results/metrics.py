@@ -1,0 +1,56 @@
+"""What a table compares: our number per run, in the unit of the paper's reported metric.
+
+A table file names one of `METRICS` (its `metric:` key); the reported.csv rows of its cells must report that
+metric's `reported_metric`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Our number per run, in the unit of the reported metric it is compared with."""
+
+    reported_metric: str  # the `metric` of the reported.csv rows this is set beside
+    label: str
+    value: Callable[[pd.DataFrame], pd.Series]  # per run; NaN where the run gives no value (it diverged)
+    diverged: Callable[[pd.DataFrame], pd.Series]  # runs that diverged before the metric was measured
+    rate: bool = False  # a share over seeds (mean only: a std of 0/100 values says nothing more)
+    digits: int = 2
+
+
+def _no_divergence(runs: pd.DataFrame) -> pd.Series:
+    return pd.Series(False, index=runs.index)
+
+
+def _diverged_by(epoch: int) -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda runs: runs["diverged"] & (pd.to_numeric(runs["diverged_epoch"], errors="coerce") <= epoch)
+
+
+METRICS: dict[str, Metric] = {
+    "final_test_error": Metric(
+        "test_error_pct", "final test error (%)",
+        lambda t: t["final_test_error"].where(~t["diverged"]), lambda t: t["diverged"]),
+    "best_test_error": Metric(
+        "test_error_pct", "best test error over the epochs (%)",
+        lambda t: t["best_test_error"].where(~t["diverged"]), lambda t: t["diverged"]),
+    "final_test_accuracy": Metric(
+        "test_accuracy_pct", "final test accuracy (%)",
+        lambda t: (100.0 - t["final_test_error"]).where(~t["diverged"]), lambda t: t["diverged"]),
+    "first_epoch_accuracy_pct": Metric(
+        "test_accuracy_pct_after_1_epoch", "test accuracy after the first epoch (%)",
+        lambda t: (100.0 - t["first_epoch_test_error"]).where(~_diverged_by(1)(t)), _diverged_by(1)),
+    "first_epoch_accuracy_fraction": Metric(
+        "test_accuracy_after_1_epoch", "test accuracy after the first epoch (fraction)",
+        lambda t: ((100.0 - t["first_epoch_test_error"]) / 100.0).where(~_diverged_by(1)(t)), _diverged_by(1),
+        digits=3),
+    "pct_reaching_epoch_3": Metric(
+        "pct_seeds_reaching_epoch_3", "% of seeds reaching epoch 3 without diverging",
+        lambda t: 100.0 * (~_diverged_by(3)(t) & (t["epochs_done"] >= 3)).astype(float), _no_divergence,
+        rate=True, digits=0),
+}
