@@ -31,6 +31,7 @@ PRECISIONS = ("fp32", "bf16")
 # compile=true is torch.compile's default mode; a mode name picks another (reduce-overhead = CUDA graphs).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 AUGMENTS = ("crop_flip", "none")
+SCHEDULE_INTERVALS = ("step", "epoch")
 WARMUP_SHAPES = ("linear", "quadratic")
 
 
@@ -44,6 +45,8 @@ class DatasetConfig:
     mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
     std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
     augment: str = "crop_flip"
+    # Side of the square hole cut out of each training image after normalisation (0 = off; 16 in the papers).
+    cutout: int = 0
     # Size of each split: 0 keeps the whole split; the synthetic set is generated at this size.
     train_size: int = 0
     test_size: int = 0
@@ -75,6 +78,10 @@ class OptimConfig:
     eps: float = 1e-8
     # Regex on parameter names -> LR multiplier (first match wins), e.g. Fixup's scalars at lr/10.
     lr_multipliers: dict[str, float] = field(default_factory=dict)
+    # Regex on parameter names whose matches get no weight decay ("" = none), e.g. GradInit's "bn|norm".
+    no_weight_decay: str = ""
+    # Clip each run's gradient to this global L2 norm before the step (0 = off).
+    clip_grad_norm: float = 0.0
 
 
 @dataclass
@@ -84,6 +91,14 @@ class ScheduleConfig:
     # [0.5, 0.75] is He et al.'s 32k/48k of 64k iterations and Fixup's epochs 100/150 of 200.
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1
+    # When the schedule moves: every optimizer step (GradInit's cosine), or at epoch starts only.
+    interval: str = "step"
+
+
+@dataclass
+class TrainConfig:
+    # Mixup's Beta(alpha, alpha) for the mixing weight of each mini-batch (0 = off; 1 in Fixup's CIFAR script).
+    mixup_alpha: float = 0.0
 
 
 @dataclass
@@ -125,6 +140,7 @@ class Config:
     init: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     probe: Any = field(default_factory=lambda: {"batch_size": 128})
@@ -303,6 +319,12 @@ def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} must be a finite number {bound}.")
 
 
+def _check_unit_interval(key: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r} must be in [0, 1) (0.9 is the usual value); at 1 or above the "
+                          "optimizer's running averages never forget and training blows up.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no data or model: run before anything is built or written."""
     from initbench.data import DATASETS
@@ -320,6 +342,7 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("dataset.augment", cfg.dataset.augment, AUGMENTS)
     _check_choice("optim.name", cfg.optim.name, ("sgd", "adam"))
     _check_choice("schedule.name", cfg.schedule.name, ("step", "cosine", "constant"))
+    _check_choice("schedule.interval", cfg.schedule.interval, SCHEDULE_INTERVALS)
     seeds = seeds_of(cfg.seed)
     if any(s < 0 for s in seeds):
         raise ConfigError(f"seed={cfg.seed} must be >= 0.")
@@ -328,18 +351,27 @@ def validate(cfg: DictConfig) -> None:
     _check_positive("eval_batch_size", cfg.eval_batch_size)
     _check_positive("optim.lr", cfg.optim.lr)
     _check_positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
-    _check_positive("optim.momentum", cfg.optim.momentum, allow_zero=True)
+    _check_unit_interval("optim.momentum", cfg.optim.momentum)
+    for index, beta in enumerate(cfg.optim.betas):
+        _check_unit_interval(f"optim.betas[{index}]", beta)
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas={list(cfg.optim.betas)}: Adam takes two betas, e.g. optim.betas=[0.9,0.999].")
+    _check_positive("optim.eps", cfg.optim.eps)
+    _check_positive("optim.clip_grad_norm", cfg.optim.clip_grad_norm, allow_zero=True)
+    _check_positive("train.mixup_alpha", cfg.train.mixup_alpha, allow_zero=True)
+    _check_positive("dataset.cutout", cfg.dataset.cutout, allow_zero=True)
     _check_positive("divergence.loss_factor", cfg.divergence.loss_factor)
     _check_positive("divergence.check_every", cfg.divergence.check_every)
     _check_positive("dataset.train_size", cfg.dataset.train_size, allow_zero=True)
     _check_positive("dataset.test_size", cfg.dataset.test_size, allow_zero=True)
     if len(cfg.dataset.mean) != 3 or len(cfg.dataset.std) != 3 or min(cfg.dataset.std) <= 0:
         raise ConfigError("dataset.mean and dataset.std need three values (one per channel), std > 0.")
-    for pattern in cfg.optim.lr_multipliers:
+    for pattern, key in [(p, f"optim.lr_multipliers key {p!r}") for p in cfg.optim.lr_multipliers] + \
+            [(cfg.optim.no_weight_decay, f"optim.no_weight_decay={cfg.optim.no_weight_decay!r}")]:
         try:
             re.compile(pattern)
         except re.error as err:
-            raise ConfigError(f"optim.lr_multipliers key {pattern!r} is not a valid regex: {err}") from None
+            raise ConfigError(f"{key} is not a valid regex: {err}") from None
     for milestone in cfg.schedule.milestones:
         if not 0 < milestone < 1:
             raise ConfigError(

@@ -3,6 +3,7 @@
     python scripts/bench.py                        # GPU: resnet56, resnet110, wrn40_10, fixup10k; K = 8
     python scripts/bench.py --quick                # CPU-sized: tiny batches and steps, so it stays working
     python scripts/bench.py --quick --profile      # where a step's time goes (torch.profiler), no table
+    python scripts/bench.py --nets resnet56 --regularisers   # + the cost of cutout 16 + mixup 1 per epoch
 
 reference  the official scripts' loop: torchvision RandomCrop(32, 4) + flip in DataLoader workers
            (TorchLoader), fp32 eager, torch's default SGD, and a host read of loss and accuracy every
@@ -12,7 +13,9 @@ ours       Trainer.train_epoch(): the split resident on the device, whole-epoch 
 Each variant trains a random uint8 split of steps x batch images; the first --warmup epochs (compilation,
 cuDNN autotuning, worker start-up) are not timed; the figure is the median of --repeats epochs, timed with
 CUDA events on a GPU and perf_counter on the CPU (an epoch ends with a host read, so the clock is synced).
-img/s counts the images of all fused runs. cuDNN autotuning is on for both paths.
+img/s counts the images of all fused runs. cuDNN autotuning is on for both paths. With --regularisers, the
+"ours +cutout+mixup" rows add the papers' cutout (16 px) and mixup (alpha 1) to "ours fp32", and the cost of the two
+is printed as the ratio of their epoch throughput to crop/flip alone, single and fused.
 """
 
 from __future__ import annotations
@@ -57,12 +60,17 @@ class Variant:
     options: dict = field(default_factory=dict)
 
 
-def variants(compile_mode: str | None) -> list[Variant]:
+REGULARISED = "ours +cutout+mixup"
+
+
+def variants(compile_mode: str | None, regularisers: bool = False) -> list[Variant]:
     """The rows timed per net; `compile_mode` None leaves out the torch.compile rows."""
     fast = {"precision": "bf16", "channels_last": True}
     single = [Variant("reference", reference=True), Variant("ours fp32"), Variant("ours bf16+cl", options=fast)]
     if compile_mode is not None:
         single.append(Variant("ours bf16+cl+compile", options={**fast, "compile": compile_mode}))
+    if regularisers:
+        single.append(Variant(REGULARISED, options={"dataset.cutout": 16, "train.mixup_alpha": 1.0}))
     fused = [Variant(v.name, fused=True, options=v.options) for v in single if not v.reference]
     return single + fused
 
@@ -209,6 +217,16 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.net:<10} {row.variant.name:<22} {row.runs:>4} {row.batch:>5} {figures}  {row.note}")
 
 
+def print_regulariser_cost(rows: list[Row]) -> None:
+    """Throughput with cutout + mixup over crop/flip alone, per net and K (< 1: the share of speed they cost)."""
+    print("\ncutout 16 + mixup 1 against crop/flip alone (epoch throughput ratio):")
+    for row in [r for r in rows if r.variant.name == REGULARISED and r.images_per_s]:
+        plain = next((r.images_per_s for r in rows if r.net == row.net and r.runs == row.runs
+                      and r.variant.name == "ours fp32" and r.images_per_s), None)
+        if plain:
+            print(f"  {row.net:<10} x{row.runs:<3} {row.images_per_s / plain:6.3f}")
+
+
 def project_fixup_row(args: argparse.Namespace, device: torch.device, scratch: Path, compile_mode: str | None) -> None:
     """Wall time of Fixup's ResNet-110 row (5 seeds x 200 epochs, fused) from measured throughput."""
     seeds, spec = args.projection_runs, PROJECTION
@@ -321,6 +339,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--projection-runs", type=int, default=5, help="K for the Fixup ResNet-110 projection")
     parser.add_argument("--eval-images", type=int, help="test images timed for the projection (default 10000)")
     parser.add_argument("--no-projection", action="store_true")
+    parser.add_argument("--regularisers", action="store_true",
+                        help="also time cutout 16 + mixup 1 and print their cost against crop/flip alone")
     parser.add_argument("--profile", action="store_true", help="profile one epoch per variant instead of timing")
     parser.add_argument("--profile-variants", default="reference,ours fp32,ours bf16+cl",
                         help="comma-separated variant names; each is profiled single and fused")
@@ -357,18 +377,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             wanted = [v.strip() for v in args.profile_variants.split(",")]
             for net_name in nets:
-                for variant in [v for v in variants(compile_mode) if v.name in wanted]:
+                for variant in [v for v in variants(compile_mode, regularisers=True) if v.name in wanted]:
                     profile_variant(net_name, variant, net_shape(net_name, variant, args), args, device, scratch)
             return
         rows = []
         for net_name in nets:
-            for variant in variants(None if net_name in DEEP_NETS else compile_mode):
+            for variant in variants(None if net_name in DEEP_NETS else compile_mode, args.regularisers):
                 shape = net_shape(net_name, variant, args)
                 rows.append(measure(net_name, variant, shape, args, device, scratch))
                 print(f"  measured {net_name} {variant.name} x{shape.runs}: "
                       f"{rows[-1].images_per_s or 0:.1f} img/s {rows[-1].note}", file=sys.stderr, flush=True)
         print()
         print_table(rows)
+        if args.regularisers:
+            print_regulariser_cost(rows)
         if not args.no_projection:
             project_fixup_row(args, device, scratch, compile_mode)
 

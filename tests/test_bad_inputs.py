@@ -73,9 +73,11 @@ def file_in_the_way(w: Path) -> None:
 
 
 def table_file(rows: str, reported: str = "", metric: str = "best_test_error") -> Callable[[Path], None]:
-    """A user's own table file, {w}/my_table.yaml, over the fixup_cifar10 sweep (jobs: +method=bn_kaiming, fixup)."""
-    text = (f"title: My table\nsweep: fixup_cifar10\nmetric: {metric}\n"
-            f"columns:\n  ResNet-110: {{+experiment: cifar10_resnet110}}\nrows:\n{rows}{reported}")
+    """A user's own table file, {w}/my_table.yaml, over the fixup_cifar10 sweep (jobs: +experiment=cifar10_resnet110
+    and cifar10_resnet110_mixup x +method=bn_kaiming and fixup)."""
+    text = (f"title: My table\nsweep: fixup_cifar10\nmetric: {metric}\ncolumns:\n"
+            "  ResNet-110: {+experiment: cifar10_resnet110}\n  Mixup: {+experiment: cifar10_resnet110_mixup}\n"
+            f"rows:\n{rows}{reported}")
 
     def setup(w: Path) -> None:
         (w / "my_table.yaml").write_text(text)
@@ -162,6 +164,24 @@ CASES = {
     "zero_batch": Case(["batch_size=0"], r"batch_size=0", r"> 0"),
     "milestone_in_epochs": Case(["schedule.milestones=[50]"], r"schedule\.milestones=\[50\.0\]",
                                 r"fractions of training, each between 0 and 1"),
+    # regularisers and optimiser values
+    "cutout_larger_than_image": Case(["dataset.cutout=40"], r"dataset\.cutout=40 is larger than the 32x32 images",
+                                     r"dataset\.cutout=16.* 0 turns cutout off"),
+    "negative_cutout": Case(["dataset.cutout=-4"], r"dataset\.cutout=-4 must be", r">= 0"),
+    "negative_mixup_alpha": Case(["train.mixup_alpha=-1"], r"train\.mixup_alpha=-1\.0 must be", r">= 0"),
+    "negative_clip": Case(["optim.clip_grad_norm=-1"], r"optim\.clip_grad_norm=-1\.0 must be", r">= 0"),
+    "no_weight_decay_typo": Case(["optim.no_weight_decay=batchnorm"],
+                                 r"no_weight_decay='batchnorm' matches no parameter of this model",
+                                 r"Fix the regex, or set optim\.no_weight_decay=''"),
+    "no_weight_decay_bad_regex": Case(["optim.no_weight_decay='bn('"], r"optim\.no_weight_decay='bn\(' is not a valid "
+                                      r"regex", r"missing \)"),
+    "momentum_above_one": Case(["optim.momentum=1.5"], r"optim\.momentum=1\.5 must be in \[0, 1\)",
+                               r"0\.9 is the usual value"),
+    "adam_beta_above_one": Case(["optim=adam", "optim.betas=[0.9,1.5]"], r"optim\.betas\[1\]=1\.5 must be in "
+                                r"\[0, 1\)", r"0\.9 is the usual value"),
+    "negative_weight_decay": Case(["optim.weight_decay=-0.1"], r"optim\.weight_decay=-0\.1 must be", r">= 0"),
+    "schedule_interval": Case(["schedule.interval=iteration"], r"schedule\.interval='iteration' is not supported",
+                              r"step, epoch"),
     # seeds and devices
     "negative_seed": Case(["seed=-1"], r"seed=-1 must be >= 0", r">= 0"),
     "text_seed": Case(["seed=abc"], r"seed='abc'", r"give an integer \(seed=3\)"),
@@ -224,7 +244,7 @@ CASES = {
                                          r"parameter of .*sweep/fixup_cifar10\.yaml", r"its parameters: \+experiment, "
                                          r"\+method.* Use one of them", base=[],
                                          setup=table_file("  BN: {+metod: bn_kaiming}\n  Fixup: {+method: fixup}\n")),
-    "table_file_label_twice": Case(MY_TABLE, r"my_table\.yaml: line 9: 'BN' is given twice", r"rename one",
+    "table_file_label_twice": Case(MY_TABLE, r"my_table\.yaml: line 10: 'BN' is given twice", r"rename one",
                                    setup=table_file(BOTH_ROWS + "  BN: {+method: fixup}\n"), base=[]),
     "table_file_unknown_reported_id": Case(MY_TABLE, r"my_table\.yaml: reported\.'ResNet-110'\.'BN' = "
                                            r"'fixup\.c10\.bn' is not an id of results/reported\.csv",
@@ -241,7 +261,7 @@ CASES = {
     "table_file_cell_of_two_jobs": Case(MY_TABLE, r"the cell \('ResNet-110', 'All'\).*would be filled by 2 jobs",
                                         r"Add the parameter that tells them apart", base=[],
                                         setup=table_file("  All: {}\n")),
-    "table_file_job_in_no_cell": Case(MY_TABLE, r"1 job\(s\) of .*fixup_cifar10\.yaml land in no cell, e\.g\. "
+    "table_file_job_in_no_cell": Case(MY_TABLE, r"2 job\(s\) of .*fixup_cifar10\.yaml land in no cell, e\.g\. "
                                       r"\+experiment=cifar10_resnet110 \+method=fixup", r"Add the row or column",
                                       setup=table_file("  BN: {+method: bn_kaiming}\n"), base=[]),
     "table_file_unknown_metric": Case(MY_TABLE, r"metric='test_eror' is not one of", r"best_test_error", base=[],

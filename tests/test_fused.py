@@ -85,7 +85,7 @@ def assert_same_run(fused: dict, solo: dict, train_images: int = 64) -> None:
     assert [tuple(r[k] for k in key) for r in fused_rows] == [tuple(r[k] for k in key) for r in solo_rows]
     for f, s in zip(fused_rows, solo_rows):
         one_image = 100 / (train_images if f["split"] == "train" else 32)
-        slack = one_image + 1e-9 if f["metric"] == "error" else 0.0
+        slack = one_image + 1e-9 if f["metric"].endswith("error") else 0.0
         assert math.isclose(f["value"], s["value"], rel_tol=1e-3, abs_tol=slack), (f, s)
     assert not fused["run"].diverged and not solo["run"].diverged
 
@@ -121,3 +121,17 @@ def test_channels_last_fused_runs_take_the_same_first_step_as_each_seed_alone(tm
         solo = make_trainer([seed], tmp_path / f"alone{seed}", one_step)
         solo.fit()
         assert_same_run(finished(fused, index), finished(solo, 0), train_images=32)
+
+
+def test_fused_runs_with_mixup_cutout_and_clipping_equal_each_seed_alone(tmp_path):
+    """Each run draws its own mixing and holes and is clipped by its own gradient norm (0.5 clips every step: the
+    three runs' norms are 1.5 to 3, each different). Drawing every run's mixing from run 0's generator gives 0.4."""
+    recipe = ["train.mixup_alpha=1", "dataset.cutout=16", "optim.clip_grad_norm=0.5",
+              "optim.lr=0.05"]  # lr 0.05: mixup makes this tiny net amplify rounding more than at 0.1
+    fused = make_trainer(list(SEEDS), tmp_path / "fused", recipe)
+    fused.fit()
+    for index, seed in enumerate(SEEDS):
+        solo = make_trainer([seed], tmp_path / f"alone{seed}", recipe)
+        solo.fit()
+        assert_same_run(finished(fused, index), finished(solo, 0))
+        assert {r["metric"] for r in solo.runs[0].rows if r["split"] == "train"} == {"mixup_loss", "mixup_error", "lr"}

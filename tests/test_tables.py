@@ -32,8 +32,8 @@ BN_ERRORS = {0: 6.5, 1: 6.7, 2: 7.0}  # best test error per seed of the BN cell 
 FIXUP_BN = ["+experiment=cifar10_resnet110", "+method=bn_kaiming"]  # what a user types for that cell's recipe
 
 
-def by_row(built) -> dict[str, dict]:
-    return {entry["row"]: entry for entry in built.cells.to_dict("records")}
+def by_row(built, column: str = "CIFAR-10 ResNet-110") -> dict[str, dict]:
+    return {entry["row"]: entry for entry in built.cells.to_dict("records") if entry["column"] == column}
 
 
 def run_of(root: Path, overrides: list[str], seed: int, errors: list[float], **kwargs) -> Path:
@@ -87,6 +87,8 @@ def test_missing_cell_is_shown_as_missing(fixup_runs: Path):
     assert math.isnan(fixup["difference"]) and fixup["reported_value"] == 7.24
     line = next(line for line in render_markdown(built).splitlines() if "Fixup (no" in line)
     assert "| missing | 0 | 7.24† | — |" in line
+    mixup = by_row(built, "CIFAR-10 ResNet-110, mixup α = 1")["BatchNorm (Kaiming init)"]
+    assert mixup["n"] == 0 and mixup["reported_value"] == 6.61  # the recipe without mixup fills no mixup cell
 
 
 def test_files_written_and_latex_escaped(fixup_runs: Path, tmp_path: Path):
@@ -97,8 +99,8 @@ def test_files_written_and_latex_escaped(fixup_runs: Path, tmp_path: Path):
     assert latex == render_latex(built)
     assert r"6.73 $\pm$ 0.25" in latex and r"6.61$^\dagger$" in latex and r"\bottomrule" in latex
     written = pd.read_csv(paths["csv"])
-    assert list(written["row"]) == ["BatchNorm (Kaiming init)", "Fixup (no normalisation)"]
-    assert written.loc[0, "n"] == 3 and written.loc[1, "ours_status"] == "missing"
+    assert list(written["row"]) == ["BatchNorm (Kaiming init)", "Fixup (no normalisation)"] * 2
+    assert list(written["n"]) == [3, 0, 0, 0] and written.loc[1, "ours_status"] == "missing"
 
 
 def test_runs_on_another_dataset_only_with_a_swap(fixup_runs: Path):
@@ -208,6 +210,8 @@ def test_list_says_where_each_table_lives_and_its_jobs(capsys):
     assert str(TABLE_DIR) in listing and "configs/sweep/" in listing and "no Python" in listing
     line = next(line for line in listing.splitlines() if line.strip().startswith("arpit_robustness"))
     assert re.search(r"40 cells\s+120 jobs\s+600 runs", line)  # 30 cells run, 4 fused jobs of 5 seeds each
+    fixup = next(line for line in listing.splitlines() if line.strip().startswith("fixup_cifar10"))
+    assert re.search(r"4 cells\s+4 jobs\s+20 runs", fixup)  # with and without mixup
     table_main(["arpit_test_error", "--list"])
     cells = capsys.readouterr().out
     assert "configs/table/arpit_test_error.yaml" in cells

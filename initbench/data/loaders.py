@@ -15,7 +15,7 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from initbench.data.augment import Normalize, crop_flip, sample_crop_flip
+from initbench.data.augment import Cutout, Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
 
 
 def data_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -30,9 +30,10 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
 class ResidentLoader:
     """Batches for K runs from a split held on the training device.
 
-    At the start of each epoch every run draws, from its own generator, a permutation of the split
-    and one (crop, flip) per position; the whole epoch is then augmented at once (one gather per run,
-    no per-step augmentation kernels) into a uint8 buffer, and each step only slices it and normalises.
+    At the start of each epoch every run draws, from its own generator, a permutation of the split,
+    one (crop, flip) per position and, with cutout, one hole centre per position; the whole epoch is then
+    augmented at once (one gather per run, no per-step augmentation kernels) into a uint8 buffer, and each
+    step only slices it, normalises and (cutout) zeroes its holes.
     The draws are the same as if the run trained alone, so fusing runs changes no run's data.
 
     With `channels_last` the buffer is laid out [N, H, W, K, C] in memory: a batch is then a
@@ -49,20 +50,27 @@ class ResidentLoader:
         augment: bool,
         generators: list[torch.Generator],
         channels_last: bool = False,
+        cutout: int = 0,
     ):
         self.images, self.labels = images, labels
-        self.batch_size, self.normalize, self.augment = batch_size, normalize, augment
+        self.batch_size, self.normalize, self.augment, self.cutout = batch_size, normalize, augment, cutout
         self.generators = generators
         self.channels_last = channels_last
         self.steps_per_epoch = steps_per_epoch(len(labels), batch_size)
 
-    def _draw(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each run's permutation [K, N] and augmentation parameters [K, N, 3] for one epoch."""
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Each run's permutation [K, N], crop/flip parameters [K, N, 3] and cutout centres [K, N, 2] for one
+        epoch (None where off), drawn from its generator in that order."""
         n, device = len(self.labels), self.images.device
-        orders = torch.stack([torch.randperm(n, generator=g, device=device) for g in self.generators])
-        if not self.augment:
-            return orders, None
-        return orders, torch.stack([sample_crop_flip(n, g, device) for g in self.generators])
+        h, w = self.images.shape[-2:]
+        orders, crops, holes = [], [], []
+        for g in self.generators:
+            orders.append(torch.randperm(n, generator=g, device=device))
+            if self.augment:
+                crops.append(sample_crop_flip(n, g, device))
+            if self.cutout:
+                holes.append(sample_cutout_centres(n, h, w, g, device))
+        return torch.stack(orders), torch.stack(crops) if crops else None, torch.stack(holes) if holes else None
 
     def _augmented_epoch(self, orders: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
         """uint8 [K, N, C, H, W]: run k's epoch in its order, augmented (memory layout: see the class doc)."""
@@ -80,11 +88,13 @@ class ResidentLoader:
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields (images [K, B, C, H, W] float, labels [K, B]) for one pass over the split."""
         with record_function("initbench.data.epoch"):
-            orders, params = self._draw()
+            orders, params, holes = self._draw()
             images, labels = self._augmented_epoch(orders, params), self.labels[orders]
         for start in range(0, len(self.labels), self.batch_size):
             with record_function("initbench.data.batch"):
                 batch = self.normalize(images[:, start : start + self.batch_size])
+                if holes is not None:
+                    cutout_(batch, holes[:, start : start + self.batch_size], self.cutout)
             yield batch, labels[:, start : start + self.batch_size]
 
     def state_dict(self, run: int) -> dict:
@@ -119,9 +129,11 @@ class TorchLoader:
         seed: int,
         num_workers: int,
         device: torch.device,
+        cutout: int = 0,
     ):
         steps = [v2.RandomCrop(images.shape[-1], padding=4), v2.RandomHorizontalFlip()] if augment else []
-        transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        after = [Cutout(cutout)] if cutout else []
+        transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), *after])
         self.generator = torch.Generator().manual_seed(seed)
         self.device = device
         self.loader = DataLoader(

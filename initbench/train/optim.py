@@ -1,4 +1,12 @@
-"""Optimizers with per-parameter LR multipliers, and the LR schedule (with warmup) as a function of the step."""
+"""Optimizers with per-parameter LR multipliers and weight-decay exclusions, and the LR schedule (with warmup) as a
+function of the step.
+
+The schedule moves every optimizer step by default (`schedule.interval=step`): GradInit's CIFAR recipe anneals its
+cosine per iteration to 0 over all steps (zhuchen03/gradinit train_cifar.py: CosineAnnealingLR over
+epochs x iterations, stepped after every batch), and milestones given as fractions of training fall on epoch
+boundaries anyway. `schedule.interval=epoch` holds each epoch at the value of its first step, as a scheduler
+stepped once per epoch does. Warmup ramps per step either way (Arpit et al.'s code updates it per mini-batch).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +17,29 @@ import torch
 from omegaconf import DictConfig
 
 from initbench.config import Warmup
+from initbench.errors import ConfigError
 
 FUSED_DEVICES = ("cuda", "cpu")
 
 
 def param_groups(named_params: list[tuple[str, torch.Tensor]], optim: DictConfig) -> list[dict]:
-    """One group per LR multiplier: a parameter takes the first `optim.lr_multipliers` regex that matches."""
+    """One group per (LR multiplier, decay): a parameter takes the first `optim.lr_multipliers` regex that matches,
+    and no weight decay if its name matches `optim.no_weight_decay`."""
     rules = [(re.compile(pattern), float(mult)) for pattern, mult in optim.lr_multipliers.items()]
-    groups: dict[float, list[torch.Tensor]] = {}
+    no_decay = re.compile(optim.no_weight_decay) if optim.no_weight_decay else None
+    groups: dict[tuple[float, bool], list[torch.Tensor]] = {}
     for name, param in named_params:
         mult = next((m for rule, m in rules if rule.search(name)), 1.0)
-        groups.setdefault(mult, []).append(param)
-    return [{"params": params, "lr": optim.lr * mult, "base_lr": optim.lr * mult} for mult, params in groups.items()]
+        decays = no_decay is None or not no_decay.search(name)
+        groups.setdefault((mult, decays), []).append(param)
+    if no_decay is not None and all(decays for _, decays in groups):
+        names = ", ".join(name for name, _ in named_params[:6])
+        raise ConfigError(f"optim.no_weight_decay={optim.no_weight_decay!r} matches no parameter of this model (a "
+                          f"typo, or a recipe for another model: names look like {names}, ...). Fix the regex, or "
+                          "set optim.no_weight_decay='' to decay every parameter.")
+    return [{"params": params, "lr": optim.lr * mult, "base_lr": optim.lr * mult,
+             "weight_decay": optim.weight_decay if decays else 0.0}
+            for (mult, decays), params in groups.items()]
 
 
 def build_optimizer(named_params: list[tuple[str, torch.Tensor]], optim: DictConfig) -> torch.optim.Optimizer:
@@ -44,6 +63,7 @@ class LRSchedule:
 
     def __init__(self, schedule: DictConfig, warmup: Warmup, steps_per_epoch: int, epochs: int):
         self.name = schedule.name
+        self.interval_steps = steps_per_epoch if schedule.interval == "epoch" else 1
         self.total_steps = epochs * steps_per_epoch
         self.milestone_steps = [int(round(m * self.total_steps)) for m in schedule.milestones]
         self.gamma = schedule.gamma
@@ -52,10 +72,11 @@ class LRSchedule:
 
     def factor(self, step: int) -> float:
         """Multiplier of the base LR for optimizer step `step` (0-based)."""
+        moved = step - step % self.interval_steps  # the step the schedule last moved at
         if self.name == "step":
-            value = self.gamma ** sum(step >= m for m in self.milestone_steps)
+            value = self.gamma ** sum(moved >= m for m in self.milestone_steps)
         elif self.name == "cosine":
-            value = 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
+            value = 0.5 * (1 + math.cos(math.pi * min(moved, self.total_steps) / self.total_steps))
         else:
             value = 1.0
         if step < self.warmup_steps:

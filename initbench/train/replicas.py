@@ -127,6 +127,23 @@ class Replicas:
             return self._forward_shared(x).unsqueeze(0)
         return self._forward_shared(self._params, self._buffers, x)
 
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Scale each run's gradient so that its global L2 norm (over all its parameters) is at most `max_norm`,
+        as torch.nn.utils.clip_grad_norm_ does for one model; each run by its own norm. Returns the norms [K]."""
+        grads = [p.grad for p in self._params.values() if p.grad is not None]
+        if self.count == 1:
+            norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).unsqueeze(0)
+        else:
+            per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [T, K]
+            norms = torch.linalg.vector_norm(per_tensor, dim=0)
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        if self.count == 1:
+            torch._foreach_mul_(grads, scale[0])
+        else:
+            for grad in grads:
+                grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1))))
+        return norms
+
     def _pick(self, tensor: torch.Tensor, run: int) -> torch.Tensor:
         return tensor if self.count == 1 else tensor[run]
 

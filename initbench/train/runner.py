@@ -21,14 +21,14 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 from initbench.config import parse_warmup, run_id, seeds_of, validate
-from initbench.data import load_dataset
+from initbench.data import ImageData, load_dataset
 from initbench.data.loaders import data_generator, steps_per_epoch
 from initbench.errors import ConfigError, UserError
 from initbench.results.files import (
     CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE,
     read_summary, remove_stale_temp_files, write_csv, write_json, write_text,
 )
-from initbench.train.trainer import RunState, Trainer, resolve_device
+from initbench.train.trainer import RunState, Trainer, resolve_device, train_metric_names
 
 log = logging.getLogger("initbench")
 
@@ -78,6 +78,7 @@ def write_run_record(directory: Path, cfg: DictConfig, seed: int, env: dict) -> 
 
 def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.device) -> dict:
     epochs_trained = run.epochs_done if not run.diverged else run.diverged_epoch
+    train = train_metric_names(cfg)  # under mixup, the summary's train loss and error are the mixup ones
     return {
         "run_id": run.run_id,
         "experiment": cfg.experiment_name,
@@ -103,8 +104,8 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "best_test_error": run.best_test_error,
         "first_epoch_test_error": run.first("test", "error"),
         "final_test_loss": run.last("test", "loss"),
-        "final_train_loss": run.last("train", "loss"),
-        "final_train_error": run.last("train", "error"),
+        "final_train_loss": run.last("train", train["loss"]),
+        "final_train_error": run.last("train", train["error"]),
         "wall_time_s": run.train_seconds,
         "images_per_s": run.images_trained / run.train_seconds if run.train_seconds else math.nan,
         "device": str(device),
@@ -119,15 +120,24 @@ def _configure_determinism(cfg: DictConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _check_warmup_fits(cfg: DictConfig, train_images: int) -> None:
-    """A warmup in steps can only be compared with training once the split's size is known."""
-    per_epoch = steps_per_epoch(train_images, cfg.batch_size)
+def _check_fits_data(cfg: DictConfig, data: ImageData) -> None:
+    """Settings that can only be compared with the data once it is loaded: a warmup in steps against the number
+    of steps, the cutout hole against the image size."""
+    per_epoch = steps_per_epoch(len(data.train_labels), cfg.batch_size)
     total = per_epoch * int(cfg.epochs)
     warmup = parse_warmup(cfg.warmup, cfg.warmup_shape)
     if warmup.steps >= total:
         raise ConfigError(
             f"warmup={cfg.warmup} is not shorter than training: {cfg.epochs} epoch(s) x {per_epoch} steps "
-            f"({train_images} images, batch_size={cfg.batch_size}) = {total} steps. Shorten the warmup or train longer."
+            f"({len(data.train_labels)} images, batch_size={cfg.batch_size}) = {total} steps. Shorten the warmup or "
+            "train longer."
+        )
+    height, width = data.train_images.shape[-2:]
+    if cfg.dataset.cutout > min(height, width):
+        raise ConfigError(
+            f"dataset.cutout={cfg.dataset.cutout} is larger than the {height}x{width} images of {cfg.dataset.name}: "
+            "the hole would blank most images. The papers cut 16-pixel holes from 32x32 CIFAR (dataset.cutout=16); "
+            "0 turns cutout off."
         )
 
 
@@ -163,7 +173,7 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     device = resolve_device(cfg.device)
     _configure_determinism(cfg, device)
     data = load_dataset(cfg.dataset)
-    _check_warmup_fits(cfg, len(data.train_labels))
+    _check_fits_data(cfg, data)
     if cfg.force:
         checkpoint.unlink(missing_ok=True)
     runs = [RunState(identity, seed, directory, data_generator(seed, device)) for seed, directory, identity in pending]

@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 
 from initbench.config import parse_warmup
 from initbench.data import ImageData
-from initbench.data.augment import Normalize, crop_flip, sample_crop_flip
+from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
 from initbench.data.loaders import ResidentLoader, TorchLoader, eval_batches
 from initbench.errors import UserError
 from initbench.inits import InitContext, apply_init
 from initbench.models import build_model
 from initbench.results.files import load_checkpoint, save_checkpoint
+from initbench.train.mixup import MixedBatch, draw_epoch_mixing
 from initbench.train.optim import LRSchedule, build_optimizer
 from initbench.train.replicas import Replicas
 
@@ -108,14 +109,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _init_batch(data: ImageData, seed: int, size: int, normalize: Normalize, augment: bool) -> torch.Tensor:
-    """One augmented training batch for data-dependent inits, from its own generator (data order untouched)."""
+def _init_batch(data: ImageData, seed: int, size: int, normalize: Normalize, augment: bool,
+                cutout: int) -> torch.Tensor:
+    """One training batch for data-dependent inits, augmented like any training batch (cutout included, as in
+    Arpit et al.'s code), from its own generator (data order untouched)."""
     generator = torch.Generator().manual_seed(10_000 + seed)
     index = torch.randperm(len(data.train_labels), generator=generator)[:size]
     images = data.train_images[index]
     if augment:
         images = crop_flip(images, sample_crop_flip(len(index), generator, images.device))
-    return normalize(images)
+    images = normalize(images)
+    if cutout:
+        cutout_(images, sample_cutout_centres(len(index), *images.shape[-2:], generator, images.device), cutout)
+    return images
+
+
+def train_metric_names(cfg: DictConfig) -> dict[str, str]:
+    """The metrics.csv names of the training loss and error: `mixup_loss` / `mixup_error` under mixup, whose
+    values are mixup's (initbench/train/mixup.py), never to be read as the clean ones."""
+    prefix = "mixup_" if cfg.train.mixup_alpha else ""
+    return {"loss": f"{prefix}loss", "error": f"{prefix}error"}
 
 
 def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData) -> torch.nn.Module:
@@ -130,7 +143,7 @@ def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData) -> torc
     context = InitContext(
         model_cfg=cfg.model,
         norm=cfg.norm,
-        batch=lambda: _init_batch(data, seed, cfg.batch_size, cpu_normalize, augment),
+        batch=lambda: _init_batch(data, seed, cfg.batch_size, cpu_normalize, augment, cfg.dataset.cutout),
     )
     apply_init(model, cfg.init, context)
     return model
@@ -152,11 +165,15 @@ class Trainer:
 
         if cfg.data.loader == "torch":
             self.loader = TorchLoader(data.train_images, data.train_labels, cfg.batch_size, list(cfg.dataset.mean),
-                                      list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device)
+                                      list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device,
+                                      cutout=cfg.dataset.cutout)
         else:
             self.loader = ResidentLoader(data.train_images.to(device), data.train_labels.to(device), cfg.batch_size,
                                          self.normalize, augment, [run.generator for run in runs],
-                                         channels_last=cfg.channels_last)
+                                         channels_last=cfg.channels_last, cutout=cfg.dataset.cutout)
+        self.mixup_alpha = float(cfg.train.mixup_alpha)
+        self.train_metric = train_metric_names(cfg)
+        self.clip_grad_norm = float(cfg.optim.clip_grad_norm)
         self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
                                    self.loader.steps_per_epoch, self.epochs)
         # Stored in the models' layout once, so evaluation batches need no per-batch layout copy.
@@ -213,30 +230,48 @@ class Trainer:
                 on_epoch_end()
             self._log_epoch()
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step of all K runs; returns each run's loss [K] and the logits [K, B, classes], detached.
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int,
+                    mix: MixedBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step of all K runs; returns each run's loss [K] and correct predictions [K] (λ-weighted
+        under mixup), detached.
 
         Nothing here waits for the device. The LR is a Python float set per step: fused SGD/Adam take it
         as a kernel argument, and only the model is compiled (compile=true), so a new LR never recompiles.
         Compiling or CUDA-graphing optimizer.step() would need the LR as a device tensor instead.
         """
         self.schedule.apply(self.optimizer, step)
+        if mix is not None:
+            images = mix.images(images)
         with self.autocast:
-            logits = self.replicas(images)
-        losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-        losses = losses.view(len(self.runs), -1).mean(dim=1)
+            logits = self.replicas(images).float()
+        losses = self._losses(logits, labels)
+        if mix is not None:
+            partners = mix.partner_labels(labels)
+            losses = mix.combine(losses, self._losses(logits, partners))
         self.optimizer.zero_grad(set_to_none=True)
         # Run k's parameters get only run k's gradient, so a run whose loss is NaN leaves the others intact.
         losses.sum().backward()
+        if self.clip_grad_norm:
+            self.replicas.clip_grad_norm_(self.clip_grad_norm)
         self.optimizer.step()
-        return losses.detach(), logits.detach()
+        predicted = logits.detach().argmax(dim=-1)
+        hits = (predicted == labels).sum(dim=1).float()
+        if mix is not None:
+            hits = mix.combine(hits, (predicted == partners).sum(dim=1).float())
+        return losses.detach(), hits
+
+    @staticmethod
+    def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each run's mean cross-entropy [K] from logits [K, B, classes] and labels [K, B]."""
+        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        return losses.view(len(labels), -1).mean(dim=1)
 
     def train_epoch(self) -> None:
         """One pass over the training split for every run; metrics are read back once, at the end."""
         runs, count = self.runs, len(self.runs)
         alive_before = [not run.diverged for run in runs]
         loss_sum = torch.zeros(count, device=self.device)
-        correct = torch.zeros(count, device=self.device, dtype=torch.long)
+        correct = torch.zeros(count, device=self.device)
         bound = torch.tensor([run.loss_bound for run in runs], device=self.device)
         diverged_at = torch.tensor([-1 if run.diverged_step is None else run.diverged_step for run in runs],
                                    device=self.device)
@@ -247,15 +282,18 @@ class Trainer:
         progress = tqdm(total=self.loader.steps_per_epoch, desc=f"epoch {runs[0].epochs_done + 1}/{self.epochs}",
                         leave=False, disable=not (self.cfg.progress and sys.stderr.isatty()))
         started = time.perf_counter()
-        for images, labels in self.loader.epoch():
-            losses, logits = self._train_step(images, labels, step)
+        mixing = None if not self.mixup_alpha else draw_epoch_mixing(
+            self.mixup_alpha, [run.generator for run in runs], self.loader.steps_per_epoch, self.cfg.batch_size)
+        for index, (images, labels) in enumerate(self.loader.epoch()):
+            mix = mixing.step(index, labels.shape[1]) if mixing is not None else None
+            losses, step_hits = self._train_step(images, labels, step, mix)
             step += 1
             if step == 1:  # each run's bound is loss_factor x its first loss; a non-finite first loss diverges
                 bound = torch.nan_to_num(factor * losses, nan=-math.inf, posinf=-math.inf)
             # `not loss <= bound` also holds for NaN and inf: every run is judged on its own loss only.
             diverged_at = torch.where((diverged_at < 0) & ~(losses <= bound), step, diverged_at)
             loss_sum += losses * labels.shape[1]
-            correct += (logits.argmax(dim=-1) == labels).sum(dim=1)
+            correct += step_hits
             seen += labels.shape[1]
             progress.update()
             if step % check_every == 0 and bool((diverged_at >= 0).all()):
@@ -275,8 +313,8 @@ class Trainer:
                 continue
             run.train_seconds += elapsed
             run.images_trained += seen
-            run.record("train", "loss", loss / seen)
-            run.record("train", "error", 100.0 * (1 - hits / seen))
+            run.record("train", self.train_metric["loss"], loss / seen)
+            run.record("train", self.train_metric["error"], 100.0 * (1 - hits / seen))
             run.record("train", "lr", last_lr)
             if diverged_step >= 0:
                 run.diverged_step, run.diverged_epoch = diverged_step, run.epochs_done
@@ -310,4 +348,5 @@ class Trainer:
                 f"test err {run.last('test', 'error'):.2f}%")
             rate = run.images_trained / run.train_seconds if run.train_seconds else 0.0
             log.info("epoch %d/%d %s | train loss %.4f err %.2f%% | %s | %.0f img/s", run.epochs_done, self.epochs,
-                     run.run_id, run.last("train", "loss"), run.last("train", "error"), status, rate)
+                     run.run_id, run.last("train", self.train_metric["loss"]),
+                     run.last("train", self.train_metric["error"]), status, rate)
