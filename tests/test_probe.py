@@ -29,7 +29,7 @@ def probe(overrides: list[str], batch_size: int) -> dict[tuple[str, str], float]
     """The probe's code path without the CLI: (layer, quantity) -> value."""
     cfg = composed(["+experiment=smoke", "dataset.train_size=64", *overrides])
     data = load_dataset(cfg.dataset)
-    model = build_initialized_model(cfg, 0, data)
+    model = build_initialized_model(cfg, 0, data).model
     images, labels = probe_batch(data, 0, batch_size, Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu")))
     return {(r["layer"], r["quantity"]): r["value"] for r in probe_model(model, images, labels)}
 
@@ -79,11 +79,11 @@ def test_probe_numbers_match_a_hand_computation():
     cfg = composed(["+experiment=smoke", "dataset.train_size=64", "norm=none", "init=kaiming"])
     data = load_dataset(cfg.dataset)
     images, labels = probe_batch(data, 0, 8, Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu")))
-    rows = probe_model(build_initialized_model(cfg, 0, data), images, labels)
+    rows = probe_model(build_initialized_model(cfg, 0, data).model, images, labels)
     values = {(r["layer"], r["quantity"]): r["value"] for r in rows}
     index = {r["layer"]: r["index"] for r in rows}
 
-    model = build_initialized_model(cfg, 0, data)
+    model = build_initialized_model(cfg, 0, data).model
     stem = model.stem(images)
     features = model.features(images)
     logits = model.fc(features)

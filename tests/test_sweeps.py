@@ -185,19 +185,19 @@ def compose_job(job: list[str], sweep: str, composed: dict):
 
 
 def test_every_sweep_has_its_table():
-    assert {load_table(name).sweep for name in table_names()} == set(SWEEPS)
+    assert {sweep for name in table_names() for sweep in load_table(name).sweeps} == set(SWEEPS)
 
 
 @pytest.mark.parametrize("name", table_names())
 def test_every_sweep_job_lands_in_exactly_one_cell_of_its_table(name, tmp_path: Path):
-    """Each job of the sweep, composed here (not by the table code) and written as a finished run the way the
-    runner writes one, fills exactly one cell, and every cell that is run gets exactly one job's run."""
+    """Each job of the table's sweeps, composed here (not by the table code) and written as a finished run the way
+    the runner writes one, fills exactly one cell, and every cell that is run gets exactly one job's run."""
     spec, composed = load_table(name), {}
-    jobs = sweep_jobs(spec.sweep)
+    jobs = [(sweep, job) for sweep in spec.sweeps for job in sweep_jobs(sweep)]
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for index, job in enumerate(jobs):
-            cfg = compose_job(job, spec.sweep, composed)
+        for index, (sweep, job) in enumerate(jobs):
+            cfg = compose_job(job, sweep, composed)
             validate(cfg)
             write_finished_run(tmp_path / f"job{index}", cfg, 0, [50.0])
     filled = runs_of_table(spec, collect_runs(tmp_path))

@@ -167,14 +167,14 @@ def test_reported_csv_is_tidy_and_every_table_cell_points_into_it():
         assert set(ids) <= set(reported["id"])
         built = build_table(spec, empty, load_reported())
         assert set(built.cells["ours_status"]) <= {"missing", "not run"}
-        assert spec.metric in METRICS
+        assert set(spec.metrics) <= set(METRICS)
 
 
 @pytest.mark.parametrize("name", table_names())
 def test_every_table_file_maps_its_sweep_jobs_one_to_one_onto_cells(name: str):
     spec = load_table(name)
     jobs = [cell.job.overrides for cell in spec.cells if cell.job is not None]
-    assert sorted(jobs) == sorted(job.overrides for job in sweep_jobs(spec.sweep))  # each job in exactly one cell
+    assert sorted(jobs) == sorted(job.overrides for sweep in spec.sweeps for job in sweep_jobs(sweep))  # one cell each
     labels = [(cell.column, cell.row) for cell in spec.cells]
     assert len(labels) == len(set(labels))
     assert all(cell.note for cell in spec.cells if cell.job is None)  # a row not run says why
@@ -226,3 +226,20 @@ def test_unknown_table_is_a_one_line_error(capsys):
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert "table='fixup_cifar' is not supported" in error and "fixup_cifar10" in error and "Traceback" not in error
+
+
+def test_a_table_of_two_metrics_shows_a_line_per_metric_and_places_a_reported_value_by_its_metric(tmp_path: Path):
+    cell = ["+experiment=gradinit_cifar10_vgg19_bn", "+method=gradinit"]
+    for seed, errors in ((0, [60.0, 10.0, 12.0]), (1, [58.0, 8.0, 9.0])):
+        run_of(tmp_path / f"s{seed}", cell, seed, errors)
+    built = build_table(load_table("gradinit_cifar10"), collect_runs(tmp_path), load_reported())
+    lines = built.cells[(built.cells["column"] == "VGG-19 + BN") & (built.cells["row"] == "GradInit")]
+    first, best = (lines.set_index("metric").loc[m] for m in ("test_accuracy_pct_after_1_epoch", "test_accuracy_pct"))
+    assert first["ours_mean"] == pytest.approx(41.0) and best["ours_mean"] == pytest.approx(91.0)
+    assert first["reported_id"] == "" and best["reported_value"] == 94.71  # 94.71 is a best accuracy
+    markdown = render_markdown(built)
+    assert "| setting | row | metric | ours | n | reported | Δ |" in markdown
+    assert "| VGG-19 + BN | GradInit | best test accuracy over the epochs (%) | 91.00 ± 1.41 | 2 | 94.71† | -3.71 |" \
+        in markdown
+    assert "| ResNet-110 | Fixup | test accuracy after the first epoch (%) | missing | 0 | — | — |" in markdown
+    assert "VGG-19 | Fixup" not in markdown  # only_in: the Fixup row exists in the no-BN ResNet column only

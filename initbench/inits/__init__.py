@@ -1,8 +1,10 @@
 """Init schemes behind one registry. Each scheme is one module that registers itself on import."""
 
 from initbench.inits import (  # noqa: F401  (registration)
-    default, fixup, idinit, kaiming, orthogonal, rezero, skipinit, wn_arpit, wn_datadep, xavier,
+    default, fixup, gradinit, idinit, kaiming, metainit, orthogonal, rezero, skipinit, wn_arpit, wn_datadep, xavier,
 )
-from initbench.inits.registry import INIT_SCHEMES, InitContext, InitScheme, apply_init, check_init, register
+from initbench.inits.registry import (
+    INIT_SCHEMES, InitContext, InitReport, InitScheme, apply_init, check_init, register,
+)
 
-__all__ = ["INIT_SCHEMES", "InitContext", "InitScheme", "apply_init", "check_init", "register"]
+__all__ = ["INIT_SCHEMES", "InitContext", "InitReport", "InitScheme", "apply_init", "check_init", "register"]

@@ -1,6 +1,9 @@
 """`init=kaiming`: He et al. (2015) with the ReLU gain, on every conv and linear layer; biases zero.
 
-On weight-normalised layers it sets the effective weight (v = W, g = ||row of W||).
+On weight-normalised layers it sets the effective weight (v = W, g = ||row of W||). `init.classifier=model` keeps
+the model's own init of the final linear layer instead (its bias is still zeroed): with `init.mode=fan_out` this is
+exactly the init of GradInit's CIFAR models (zhuchen03/gradinit models/gradinit_vgg.py: classifier N(0, 0.01);
+models/resnet_cifar.py: PyTorch's default Linear init, bias 0), the "Kaiming" baseline of its tables.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from initbench.inits.registry import InitContext, InitScheme, register
 class KaimingParams:
     mode: str = "fan_in"  # fan_in preserves the forward variance; fan_out the backward (torchvision's ResNets)
     distribution: str = "normal"
+    classifier: str = "kaiming"  # kaiming | model: the final linear layer keeps the model's own init
 
 
 def check(model_cfg: DictConfig, norm: str, params: KaimingParams) -> None:
@@ -26,12 +30,16 @@ def check(model_cfg: DictConfig, norm: str, params: KaimingParams) -> None:
         raise choice_error("init.mode", params.mode, ("fan_in", "fan_out"))
     if params.distribution not in ("normal", "uniform"):
         raise choice_error("init.distribution", params.distribution, ("normal", "uniform"))
+    if params.classifier not in ("kaiming", "model"):
+        raise choice_error("init.classifier", params.classifier, ("kaiming", "model"))
 
 
 def apply(model: nn.Module, params: KaimingParams, context: InitContext) -> None:
     draw = nn.init.kaiming_normal_ if params.distribution == "normal" else nn.init.kaiming_uniform_
+    kept = getattr(model, "fc", None) if params.classifier == "model" else None
     for layer in weight_layers(model):
-        set_weight(layer, draw(empty_like_weight(layer), mode=params.mode, nonlinearity="relu"))
+        if layer is not kept:
+            set_weight(layer, draw(empty_like_weight(layer), mode=params.mode, nonlinearity="relu"))
     zero_biases(model)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,13 +16,30 @@ from initbench.errors import ConfigError, choice_error
 
 
 @dataclass
+class InitReport:
+    """What a scheme reports besides the weights: learned per-tensor scales (the rows of init_scales.csv) and,
+    when it could not finish (a non-finite loss), why; the run then ends as diverged at step 0."""
+
+    scales: list[dict] = field(default_factory=list)
+    diverged: str = ""
+
+
+@dataclass
 class InitContext:
-    """What a scheme may use besides the model: its config and, for data-dependent schemes, a batch."""
+    """What a scheme may use besides the model: its config and, for data-dependent schemes, data."""
 
     model_cfg: DictConfig
     norm: str
-    # Returns one batch of normalised training images [B, C, H, W] on the model's device.
+    # Returns one batch of normalised training images [B, C, H, W] on the CPU (data-dependent WN init).
     batch: Callable[[], torch.Tensor] | None = None
+    # Labelled training batches of a given size on `device`, augmented as for training, drawn from a generator
+    # of the init's own (learned inits); `seed` seeds anything else they draw.
+    sampler: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    seed: int = 0
+    num_classes: int = 10
+    device: torch.device = torch.device("cpu")
+    autocast: Callable[[], AbstractContextManager] = nullcontext  # the run's precision
+    report: InitReport = field(default_factory=InitReport)
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,8 @@ def check_init(init_cfg: DictConfig, model_cfg: DictConfig, norm: str) -> None:
 
 
 def apply_init(model: nn.Module, init_cfg: DictConfig, context: InitContext) -> None:
-    """Initialise `model` in place with the scheme named by `init_cfg.name`."""
+    """Initialise `model` in place with the scheme named by `init_cfg.name` (its report goes to
+    `context.report`). Learned schemes leave the model on `context.device`, the others where it was."""
     scheme, params = _scheme_and_params(init_cfg)
     if scheme.check is not None:
         scheme.check(context.model_cfg, context.norm, params)

@@ -153,7 +153,7 @@ def probe_job(cfg: DictConfig, job_dir: Path) -> list[list[dict]]:
     env = environment(device)
     results = []
     for seed, directory in run_dirs(cfg, job_dir):
-        model = build_initialized_model(cfg, seed, data).to(device)
+        model = build_initialized_model(cfg, seed, data, device).model.to(device)
         images, labels = probe_batch(data, seed, size, normalize)
         rows = probe_model(model, images.to(device), labels.to(device))
         write_run_record(directory, cfg, seed, env)

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from initbench.errors import choice_error
-from initbench.models import resnet_cifar
+from initbench.models import resnet_cifar, vgg
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Arch:
 ARCHS: dict[str, Arch] = {
     "resnet": Arch(resnet_cifar.CifarResNet, resnet_cifar.check),
     "wrn": Arch(resnet_cifar.CifarResNet, resnet_cifar.check),
+    "vgg": Arch(vgg.CifarVGG, vgg.check),
 }
 
 

@@ -2,7 +2,8 @@
 
 A run directory holds `config.yaml` (resolved config), `env.json` (versions, git commit),
 `metrics.csv` (long form, one row per observation), `summary.csv` (one row, written last: its
-presence means the run is finished) and, while training, `checkpoint.pt`.
+presence means the run is finished), `init_scales.csv` for inits that learn one scale per tensor
+(GradInit, MetaInit) and, while training, `checkpoint.pt`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ SUMMARY_FILE = "summary.csv"
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+INIT_SCALES_FILE = "init_scales.csv"
 
 METRIC_COLUMNS = ("run_id", "epoch", "step", "split", "metric", "value")
+INIT_SCALES_COLUMNS = ("tensor", "shape", "scale", "iterations", "constraint_steps")
 SUMMARY_COLUMNS = (
     "run_id", "experiment", "dataset", "model", "depth", "norm", "init", "optimizer", "lr", "warmup",
     "schedule", "epochs", "batch_size", "weight_decay", "seed", "fused_runs", "epochs_done", "diverged",
     "diverged_epoch", "diverged_step", "final_test_error", "best_test_error", "first_epoch_test_error",
     "final_test_loss", "final_train_loss", "final_train_error", "wall_time_s", "images_per_s", "device",
+    "init_seconds", "diverged_reason",
 )
+# Columns added after the first release: a summary without them is still read (they are blank).
+LATER_SUMMARY_COLUMNS = ("init_seconds", "diverged_reason")
 
 
 _UMASK = os.umask(0)
@@ -111,7 +117,7 @@ def read_summary(path: Path) -> dict[str, str] | None:
         raise UserError(f"{path} is not a readable CSV file ({err}). Delete it, or re-run this run with "
                         "force=true to train it again.") from None
     header = tuple(rows[0].keys()) if rows else ()
-    missing = [c for c in SUMMARY_COLUMNS if c not in header]
+    missing = [c for c in SUMMARY_COLUMNS if c not in header and c not in LATER_SUMMARY_COLUMNS]
     if len(rows) != 1 or missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         problem = f"lacks the columns {shown}" if missing else f"has {len(rows)} rows instead of 1"
@@ -119,4 +125,4 @@ def read_summary(path: Path) -> dict[str, str] | None:
             f"{path} {problem}: it was written by an older initbench or damaged. Delete it, or re-run "
             "this run with force=true to train it again."
         )
-    return rows[0]
+    return {**dict.fromkeys(LATER_SUMMARY_COLUMNS, ""), **rows[0]}

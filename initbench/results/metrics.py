@@ -42,6 +42,9 @@ METRICS: dict[str, Metric] = {
     "final_test_accuracy": Metric(
         "test_accuracy_pct", "final test accuracy (%)",
         lambda t: (100.0 - t["final_test_error"]).where(~t["diverged"]), lambda t: t["diverged"]),
+    "best_test_accuracy": Metric(
+        "test_accuracy_pct", "best test accuracy over the epochs (%)",
+        lambda t: (100.0 - t["best_test_error"]).where(~t["diverged"]), lambda t: t["diverged"]),
     "first_epoch_accuracy_pct": Metric(
         "test_accuracy_pct_after_1_epoch", "test accuracy after the first epoch (%)",
         lambda t: (100.0 - t["first_epoch_test_error"]).where(~_diverged_by(1)(t)), _diverged_by(1)),

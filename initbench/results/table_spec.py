@@ -5,8 +5,8 @@ parameters match both, and its runs are the runs of that job's recipe (`initbenc
 the recipe is written twice: LR, epochs, layout... live in the experiment and method files the sweep combines.
 
     title: "Author et al. (2020), Table 1: CIFAR-10 test error"
-    sweep: my_sweep             # configs/sweep/<sweep>.yaml; default: the table's own name
-    metric: best_test_error     # a key of initbench.results.metrics.METRICS
+    sweep: my_sweep             # configs/sweep/<sweep>.yaml (or a list); default: the table's own name
+    metric: best_test_error     # a key of initbench.results.metrics.METRICS (or a list: one line per metric)
     column_header: setting      # heading of the column labels (default: setting)
     columns:                    # label: the sweep parameters (spelled as in the sweep file) that pick it
       ResNet-56: {+experiment: my_recipe_resnet56}
@@ -20,9 +20,11 @@ the recipe is written twice: LR, epochs, layout... live in the experiment and me
     unplaced_reported: [ids the sources report but do not let us place in a cell]
 
 A row (or column) with `not_run: <reason>` is one the paper has and initbench does not run; `only_in: [labels]`
-limits a row to some columns. Cells are listed column by column, rows in file order. Loading checks that every
-cell is produced by exactly one job and every job lands in exactly one cell, and says which file and key to
-change when not.
+limits a row to some columns. A table whose grid is not a full product (a row that only some columns have) views
+several sweeps, each a full grid: `sweep: [main_grid, extra_row]`. With several metrics, each cell shows one
+line per metric, and a reported id stands on the line of the metric it reports. Cells are listed column by
+column, rows in file order. Loading checks that every cell is produced by exactly one job and every job lands in
+exactly one cell, and says which file and key to change when not.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ class Cell:
 class TableSpec:
     name: str
     path: Path  # the table file
-    sweep: str  # configs/sweep/<sweep>.yaml
+    sweeps: tuple[str, ...]  # configs/sweep/<sweep>.yaml, each a full grid
     title: str
-    metric: str
+    metrics: tuple[str, ...]  # keys of METRICS: one line per cell and metric
     column_label: str
     cells: tuple[Cell, ...]
     notes: tuple[str, ...] = ()
@@ -138,17 +140,21 @@ def _load(path: Path, mtime_ns: int) -> TableSpec:
                    f"has {', '.join(_REQUIRED)} and optionally {', '.join(_OPTIONAL)}.")
     from initbench.results.metrics import METRICS
 
-    if tree["metric"] not in METRICS:
-        raise fail(f"metric={tree['metric']!r} is not one of: {', '.join(METRICS)}.")
-    sweep = str(tree.get("sweep", name))
-    if not sweep_file(sweep).is_file():
-        raise fail(f"sweep={sweep!r}: {sweep_file(sweep)} does not exist. Name the sweep that produces this "
-                   "table's runs (the `sweep:` key; default: the table's own name).")
-    params = [p for p in sweep_parameters(sweep) if p.lstrip("+~") != SEED]
-    columns = _selectors(tree, "columns", params, sweep, fail)
-    rows = _selectors(tree, "rows", params, sweep, fail)
+    metrics = tuple(_as_list(tree["metric"]))
+    for metric in metrics:
+        if metric not in METRICS:
+            raise fail(f"metric={metric!r} is not one of: {', '.join(METRICS)}.")
+    sweeps = tuple(str(sweep) for sweep in _as_list(tree.get("sweep", name)))
+    for sweep in sweeps:
+        if not sweep_file(sweep).is_file():
+            raise fail(f"sweep={sweep!r}: {sweep_file(sweep)} does not exist. Name the sweeps that produce this "
+                       "table's runs (the `sweep:` key; default: the table's own name).")
+    params = list(dict.fromkeys(p for sweep in sweeps for p in sweep_parameters(sweep) if p.lstrip("+~") != SEED))
+    where = " and ".join(str(sweep_file(sweep)) for sweep in sweeps)
+    columns = _selectors(tree, "columns", params, where, fail)
+    rows = _selectors(tree, "rows", params, where, fail)
     reported = _reported(tree.get("reported") or {}, columns, rows, fail)
-    cells = _cells(columns, rows, reported, sweep_jobs(sweep), sweep, fail)
+    cells = _cells(columns, rows, reported, [job for sweep in sweeps for job in sweep_jobs(sweep)], where, fail)
     placed = {cell.reported for cell in cells if cell.reported}
     unplaced = tuple(str(rid) for rid in tree.get("unplaced_reported") or ())
     if placed & set(unplaced):
@@ -156,11 +162,15 @@ def _load(path: Path, mtime_ns: int) -> TableSpec:
     notes = tree.get("notes") or ()
     if isinstance(notes, str) or not all(isinstance(n, str) for n in notes):
         raise fail("notes: give a list of strings (one line each under the table).")
-    return TableSpec(name, path, sweep, str(tree["title"]), str(tree["metric"]),
-                     str(tree.get("column_header", "setting")), cells, tuple(notes), unplaced)
+    return TableSpec(name, path, sweeps, str(tree["title"]), metrics, str(tree.get("column_header", "setting")),
+                     cells, tuple(notes), unplaced)
 
 
-def _selectors(tree: dict, key: str, params: list[str], sweep: str, fail: Any) -> dict[str, dict[str, Any]]:
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _selectors(tree: dict, key: str, params: list[str], where: str, fail: Any) -> dict[str, dict[str, Any]]:
     """`columns` / `rows`: label -> {sweep parameter: value} (or {not_run: reason, only_in: [...]})."""
     entries = tree[key]
     if not isinstance(entries, dict) or not entries:
@@ -168,19 +178,19 @@ def _selectors(tree: dict, key: str, params: list[str], sweep: str, fail: Any) -
                    f"'{key}: {{My label: {{{params[0] if params else '+method'}: value}}}}'.")
     chosen = {}
     for label, selector in entries.items():
-        where = f"{key}.{label!r}"
+        label_key = f"{key}.{label!r}"
         if not isinstance(selector, dict):
-            raise fail(f"{where}: give a mapping of sweep parameters to values (or not_run: <reason>), "
+            raise fail(f"{label_key}: give a mapping of sweep parameters to values (or not_run: <reason>), "
                        f"not {selector!r}.")
         if key == "columns" and ONLY_IN in selector:
-            raise fail(f"{where}: only_in limits a row to some columns; a column has no such key.")
+            raise fail(f"{label_key}: only_in limits a row to some columns; a column has no such key.")
         for parameter in selector:
             if parameter not in (NOT_RUN, ONLY_IN) and parameter not in params:
-                raise fail(f"{where} names {parameter!r}, which is not a parameter of {sweep_file(sweep)} "
+                raise fail(f"{label_key} names {parameter!r}, which is not a parameter of {where} "
                            f"(its parameters: {', '.join(params)}; the seed is never a row or column: a cell "
                            "aggregates its seeds). Use one of them, or add it to the sweep.")
         if NOT_RUN in selector and set(selector) - {NOT_RUN, ONLY_IN}:
-            raise fail(f"{where}: a not_run entry names no sweep parameters (it has no runs).")
+            raise fail(f"{label_key}: a not_run entry names no sweep parameters (it has no runs).")
         chosen[str(label)] = selector
     return chosen
 
@@ -215,7 +225,7 @@ def _describe(selector: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in selector.items()) or "(any job)"
 
 
-def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], sweep: str, fail: Any) -> tuple[Cell, ...]:
+def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], where: str, fail: Any) -> tuple[Cell, ...]:
     cells, filled_by = [], {}
     for column, column_selector in columns.items():
         for row, row_selector in rows.items():
@@ -241,12 +251,12 @@ def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], swee
                      if all(k in job.params and _same(job.params[k], v) for k, v in selector.items())]
             if not found:
                 values = {k: sorted({str(job.params.get(k)) for job in jobs}) for k in selector}
-                raise fail(f"no job of {sweep_file(sweep)} produces the cell ({column!r}, {row!r}) "
+                raise fail(f"no job of {where} produces the cell ({column!r}, {row!r}) "
                            f"({_describe(selector)}); the sweep's values: {values}. Fix the value, add it to the "
                            "sweep, or mark the row not_run: <reason>.")
             if len(found) > 1:
                 raise fail(f"the cell ({column!r}, {row!r}) ({_describe(selector)}) would be filled by "
-                           f"{len(found)} jobs of {sweep_file(sweep)}: {'; '.join(j.label() for j in found)}. Add "
+                           f"{len(found)} jobs of {where}: {'; '.join(j.label() for j in found)}. Add "
                            "the parameter that tells them apart to the rows or the columns.")
             job = found[0]
             if job.overrides in filled_by:
@@ -256,7 +266,7 @@ def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], swee
             cells.append(Cell(column, row, job, rid))
     left = [job.label() for job in jobs if job.overrides not in filled_by]
     if left:
-        raise fail(f"{len(left)} job(s) of {sweep_file(sweep)} land in no cell, e.g. {left[0]}. Add the row or column "
+        raise fail(f"{len(left)} job(s) of {where} land in no cell, e.g. {left[0]}. Add the row or column "
                    "they belong to (or drop them from the sweep).")
     placed = {(cell.column, cell.row) for cell in cells}
     for column, row in reported:

@@ -50,17 +50,18 @@ def load_reported(path: Path = REPORTED_CSV) -> pd.DataFrame:
 
 
 def check_reported(spec: TableSpec, reported: pd.DataFrame) -> None:
-    """Every id the table file names is a row of reported.csv that reports the table's metric."""
-    expected = METRICS[spec.metric].reported_metric
+    """Every id the table file names is a row of reported.csv that reports one of the table's metrics."""
+    expected = {METRICS[metric].reported_metric: metric for metric in spec.metrics}
     named = [(f"reported.{cell.column!r}.{cell.row!r}", cell.reported) for cell in spec.cells if cell.reported]
     named += [("unplaced_reported", rid) for rid in spec.unplaced_reported]
     for key, rid in named:
         if rid not in reported.index:
             raise UserError(f"{spec.path}: {key} = {rid!r} is not an id of results/reported.csv. Fix the id, or "
                             "add the paper's number as a row of reported.csv (id, paper, table, ..., source, status).")
-        if key != "unplaced_reported" and reported.loc[rid, "metric"] != expected:
+        if key != "unplaced_reported" and reported.loc[rid, "metric"] not in expected:
             raise UserError(f"{spec.path}: {key} = {rid!r} reports {reported.loc[rid, 'metric']}, but the table's "
-                            f"metric {spec.metric} compares {expected}. Place it in a table of that metric.")
+                            f"metrics {', '.join(spec.metrics)} compare {', '.join(expected)}. Place it in a table "
+                            "of its metric.")
 
 
 # ----------------------------------------------------------------------------------------------- matching
@@ -110,8 +111,12 @@ class BuiltTable:
     datasets: dict[str, str] = field(default_factory=dict)
 
     @property
-    def metric(self) -> Metric:
-        return METRICS[self.spec.metric]
+    def metrics(self) -> list[Metric]:
+        return [METRICS[metric] for metric in self.spec.metrics]
+
+    def metric_of(self, entry: Mapping[str, Any]) -> Metric:
+        """The metric a line of the table shows (lines carry the reported metric they compare with)."""
+        return next(m for m in self.metrics if m.reported_metric == entry["metric"])
 
 
 def _number(value: Any) -> float:
@@ -123,33 +128,41 @@ def _number(value: Any) -> float:
 
 def build_table(spec: TableSpec, runs: pd.DataFrame, reported: pd.DataFrame,
                 datasets: Mapping[str, str] | None = None) -> BuiltTable:
-    """Aggregate the runs of each cell over seeds and set the paper's number beside them."""
+    """Aggregate the runs of each cell over seeds and set the paper's number beside them: one line per cell and
+    metric, the reported number on the line of the metric it reports."""
     check_reported(spec, reported)
-    metric = METRICS[spec.metric]
     rows = []
     for cell, matched in zip(spec.cells, runs_of_cells(spec, runs, datasets)):
-        entry = {"table": spec.name, "column": cell.column, "row": cell.row, "metric": metric.reported_metric,
-                 "ours_status": MISSING, "ours_mean": math.nan, "ours_std": math.nan, "n": 0, "n_diverged": 0,
-                 "seeds": "", "reported_value": math.nan, "reported_std": math.nan, "reported_status": "",
-                 "difference": math.nan, "reported_id": cell.reported or "", "reported_source": "", "note": cell.note}
-        if matched is None:
-            entry["ours_status"] = NOT_RUN
-        elif len(matched):
-            values = metric.value(matched).astype(float).dropna()
-            entry["n"] = len(values)
-            entry["n_diverged"] = int(metric.diverged(matched).sum())
-            entry["seeds"] = " ".join(str(int(s)) for s in sorted(matched["seed"].dropna()))
-            entry["ours_status"] = MEASURED if len(values) else DIVERGED if entry["n_diverged"] else MISSING
-            if len(values):
-                entry["ours_mean"] = float(values.mean())
-                entry["ours_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        if cell.reported:
-            paper = reported.loc[cell.reported]
-            entry.update(reported_value=_number(paper["value"]), reported_std=_number(paper["std"]),
-                         reported_status=paper["status"], reported_source=paper["source"])
-            entry["difference"] = entry["ours_mean"] - entry["reported_value"]
-        rows.append(entry)
+        for metric in (METRICS[name] for name in spec.metrics):
+            rows.append(_cell_line(spec, cell, matched, metric, reported))
     return BuiltTable(spec, pd.DataFrame(rows, columns=list(TABLE_COLUMNS)), reported, dict(datasets or {}))
+
+
+def _cell_line(spec: TableSpec, cell: Any, matched: pd.DataFrame | None, metric: Metric,
+               reported: pd.DataFrame) -> dict:
+    placed = cell.reported if cell.reported and reported.loc[cell.reported, "metric"] == metric.reported_metric \
+        else None
+    entry = {"table": spec.name, "column": cell.column, "row": cell.row, "metric": metric.reported_metric,
+             "ours_status": MISSING, "ours_mean": math.nan, "ours_std": math.nan, "n": 0, "n_diverged": 0,
+             "seeds": "", "reported_value": math.nan, "reported_std": math.nan, "reported_status": "",
+             "difference": math.nan, "reported_id": placed or "", "reported_source": "", "note": cell.note}
+    if matched is None:
+        entry["ours_status"] = NOT_RUN
+    elif len(matched):
+        values = metric.value(matched).astype(float).dropna()
+        entry["n"] = len(values)
+        entry["n_diverged"] = int(metric.diverged(matched).sum())
+        entry["seeds"] = " ".join(str(int(s)) for s in sorted(matched["seed"].dropna()))
+        entry["ours_status"] = MEASURED if len(values) else DIVERGED if entry["n_diverged"] else MISSING
+        if len(values):
+            entry["ours_mean"] = float(values.mean())
+            entry["ours_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    if placed:
+        paper = reported.loc[placed]
+        entry.update(reported_value=_number(paper["value"]), reported_std=_number(paper["std"]),
+                     reported_status=paper["status"], reported_source=paper["source"])
+        entry["difference"] = entry["ours_mean"] - entry["reported_value"]
+    return entry
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -184,8 +197,9 @@ def difference_text(entry: Mapping[str, Any], metric: Metric) -> str:
 
 
 def _footnotes(built: BuiltTable) -> list[str]:
-    spec, metric = built.spec, built.metric
-    lines = [f"Ours: {metric.label}, mean{'' if metric.rate else ' ± std'} over seeds; n = runs with a value. "
+    spec, metrics = built.spec, built.metrics
+    labels, spread = "; ".join(m.label for m in metrics), "" if all(m.rate for m in metrics) else " ± std"
+    lines = [f"Ours: {labels}, mean{spread} over seeds; n = runs with a value. "
              f"Reported: the paper's number; {UNCONFIRMED_MARK} = UNCONFIRMED in the fact sheets (a candidate or "
              "approximate value, not a settled fact). Δ = ours − reported. "
              f"'{MISSING}' = no run yet; '{NOT_RUN}' = a row initbench does not run."]
@@ -201,13 +215,24 @@ def _footnotes(built: BuiltTable) -> list[str]:
     return lines
 
 
-def render_markdown(built: BuiltTable) -> str:
-    spec, metric = built.spec, built.metric
-    header = f"| {spec.column_label} | row | ours | n | reported | Δ |"
-    lines = [f"### {spec.title}", "", header, "|---|---|---|---:|---|---:|"]
+def _displayed(built: BuiltTable, pm: str = "±") -> tuple[list[str], list[list[str]]]:
+    """Header and text of every line; a table of several metrics gets a metric column."""
+    several = len(built.metrics) > 1
+    header = [built.spec.column_label, "row", *(["metric"] if several else []), "ours", "n", "reported", "Δ"]
+    lines = []
     for entry in built.cells.to_dict("records"):
-        lines.append(f"| {entry['column']} | {entry['row']} | {ours_text(entry, metric)} | {entry['n']} | "
-                     f"{reported_text(entry, built.reported)} | {difference_text(entry, metric)} |")
+        metric = built.metric_of(entry)
+        lines.append([entry["column"], entry["row"], *([metric.label] if several else []),
+                      ours_text(entry, metric, pm), str(entry["n"]), reported_text(entry, built.reported, pm),
+                      difference_text(entry, metric)])
+    return header, lines
+
+
+def render_markdown(built: BuiltTable) -> str:
+    header, rows = _displayed(built)
+    align = ["---"] * (len(header) - 4) + ["---", "---:", "---", "---:"]
+    lines = [f"### {built.spec.title}", "", f"| {' | '.join(header)} |", f"|{'|'.join(align)}|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
     lines.append("")
     lines += [f"- {line}" for line in _footnotes(built)]
     return "\n".join(lines) + "\n"
@@ -223,14 +248,13 @@ def latex_escape(text: str) -> str:
 
 
 def render_latex(built: BuiltTable) -> str:
-    spec, metric = built.spec, built.metric
+    spec = built.spec
+    header, rows = _displayed(built)
+    names = [latex_escape(h) for h in header[:-3]] + ["$n$", "reported", "$\\Delta$"]
     lines = [r"% " + latex_escape(spec.title) + " -- written by initbench table " + spec.name,
-             r"\begin{tabular}{lllrlr}", r"\toprule",
-             f"{latex_escape(spec.column_label)} & row & ours & $n$ & reported & $\\Delta$ \\\\", r"\midrule"]
-    for entry in built.cells.to_dict("records"):
-        cells = (entry["column"], entry["row"], ours_text(entry, metric), str(entry["n"]),
-                 reported_text(entry, built.reported), difference_text(entry, metric))
-        lines.append(" & ".join(latex_escape(c) for c in cells) + r" \\")
+             r"\begin{tabular}{" + "l" * (len(header) - 4) + "lrlr}", r"\toprule",
+             " & ".join(names) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     lines += [f"% {latex_escape(line)}" for line in _footnotes(built)]
     return "\n".join(lines) + "\n"
@@ -266,6 +290,10 @@ def _parse_datasets(values: list[str]) -> dict[str, str]:
     return swaps
 
 
+def _launch(spec: TableSpec) -> str:
+    return " && ".join(f"python -m initbench -m +sweep={sweep}" for sweep in spec.sweeps)
+
+
 def _list_tables() -> None:
     from initbench.results.table_spec import TABLE_DIR
 
@@ -274,7 +302,7 @@ def _list_tables() -> None:
         spec = load_table(name)
         jobs = [cell.job for cell in spec.cells if cell.job is not None]
         print(f"  {name:<18} {len(spec.cells):>3} cells {sum(len(j.seeds) for j in jobs):>4} jobs "
-              f"{sum(j.runs for j in jobs):>4} runs  python -m initbench -m +sweep={spec.sweep}  # {spec.title}")
+              f"{sum(j.runs for j in jobs):>4} runs  {_launch(spec)}  # {spec.title}")
     print("Add a table: a sweep file (configs/sweep/<name>.yaml), a table file (configs/table/<name>.yaml) and the "
           "paper's numbers as rows of results/reported.csv; no Python (README: \"Regenerating the papers' tables\").")
 
@@ -282,8 +310,9 @@ def _list_tables() -> None:
 def _list_cells(spec: TableSpec) -> None:
     jobs = [cell.job for cell in spec.cells if cell.job is not None]
     print(f"{spec.path}: {spec.title}")
-    print(f"sweep configs/sweep/{spec.sweep}.yaml: {sum(len(j.seeds) for j in jobs)} jobs, "
-          f"{sum(j.runs for j in jobs)} runs   python -m initbench -m +sweep={spec.sweep}")
+    sweeps = ", ".join(f"configs/sweep/{sweep}.yaml" for sweep in spec.sweeps)
+    print(f"sweep {sweeps}: {sum(len(j.seeds) for j in jobs)} jobs, {sum(j.runs for j in jobs)} runs   "
+          f"{_launch(spec)}")
     for cell in spec.cells:
         what = (f"not run: {cell.note}" if cell.job is None else
                 f"{len(cell.job.seeds)} job(s), {cell.job.runs} run(s): {cell.job.label()}")
@@ -315,7 +344,7 @@ def main(argv: list[str]) -> None:
         return
     if not Path(args.root).is_dir():
         raise UserError(f"--root {args.root} is not a folder. Give the folder that holds the finished runs, "
-                        f"e.g. --root results/sweeps/{specs[0].sweep}.")
+                        f"e.g. --root results/sweeps/{specs[0].sweeps[0]}.")
     reported = load_reported(Path(args.reported))
     datasets = _parse_datasets(args.dataset)
     runs = collect_runs(Path(args.root))

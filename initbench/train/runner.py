@@ -25,7 +25,8 @@ from initbench.data import ImageData, load_dataset
 from initbench.data.loaders import data_generator, steps_per_epoch
 from initbench.errors import ConfigError, UserError
 from initbench.results.files import (
-    CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE,
+    CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, INIT_SCALES_COLUMNS, INIT_SCALES_FILE, METRIC_COLUMNS, METRICS_FILE,
+    SUMMARY_COLUMNS, SUMMARY_FILE,
     read_summary, remove_stale_temp_files, write_csv, write_json, write_text,
 )
 from initbench.train.trainer import RunState, Trainer, resolve_device, train_metric_names
@@ -109,6 +110,8 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "wall_time_s": run.train_seconds,
         "images_per_s": run.images_trained / run.train_seconds if run.train_seconds else math.nan,
         "device": str(device),
+        "init_seconds": run.init_seconds,
+        "diverged_reason": run.diverged_reason if run.diverged else "",
     }
 
 
@@ -182,6 +185,8 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     for run in runs:
         (run.out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a forced re-run is unfinished until its new summary
         write_run_record(run.out_dir, cfg, run.seed, env)
+        if run.init_scales:
+            write_csv(run.out_dir / INIT_SCALES_FILE, run.init_scales, INIT_SCALES_COLUMNS)
 
     def write_metrics() -> None:
         for run in runs:

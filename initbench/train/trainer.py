@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 from initbench.config import parse_warmup
 from initbench.data import ImageData
 from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
+from initbench.data.sampler import TrainingSampler
 from initbench.data.loaders import ResidentLoader, TorchLoader, eval_batches
 from initbench.errors import UserError
-from initbench.inits import InitContext, apply_init
+from initbench.inits import InitContext, InitReport, apply_init
 from initbench.models import build_model
 from initbench.results.files import load_checkpoint, save_checkpoint
 from initbench.train.mixup import MixedBatch, draw_epoch_mixing
@@ -36,7 +37,7 @@ from initbench.train.replicas import Replicas
 
 log = logging.getLogger("initbench")
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -55,6 +56,9 @@ class RunState:
     train_seconds: float = 0.0
     images_trained: int = 0
     loss_bound: float = math.inf  # loss_factor x the run's first training loss
+    init_seconds: float = 0.0  # wall time of the init scheme (learned inits: their whole search)
+    init_scales: list[dict] = field(default_factory=list)  # learned inits' per-tensor scales (init_scales.csv)
+    diverged_reason: str = ""
 
     @property
     def diverged(self) -> bool:
@@ -82,7 +86,7 @@ class RunState:
         return min(self.values("test", "error"), default=math.nan)
 
     _SAVED = ("epochs_done", "steps_done", "rows", "diverged_epoch", "diverged_step", "train_seconds",
-              "images_trained", "loss_bound")
+              "images_trained", "loss_bound", "init_seconds", "init_scales", "diverged_reason")
 
     def to_checkpoint(self) -> dict:
         return {name: getattr(self, name) for name in self._SAVED}
@@ -131,22 +135,50 @@ def train_metric_names(cfg: DictConfig) -> dict[str, str]:
     return {"loss": f"{prefix}loss", "error": f"{prefix}error"}
 
 
-def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData) -> torch.nn.Module:
-    """Build and initialise one run's model on the CPU from its seed, so the init is device-independent.
+def precision_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """A fresh context for each forward: bf16 autocast, or nothing (fp32)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+@dataclass
+class InitializedModel:
+    model: torch.nn.Module  # on the CPU, or on the device for inits that learn on it
+    report: InitReport
+    seconds: float  # the init scheme's wall time
+
+
+def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData,
+                            device: torch.device = torch.device("cpu"), initialize: bool = True) -> InitializedModel:
+    """Build one run's model on the CPU from its seed and initialise it, so the init is device-independent; the
+    learned inits (GradInit, MetaInit) search on `device` with batches of their own. `initialize=False` only
+    builds (a run resumed from a checkpoint gets its weights from there).
 
     Shared by training and the probe: the same config and seed give the same initial weights in both.
     """
     torch.manual_seed(seed)
     model = build_model(cfg.model, cfg.norm, data.num_classes)
+    if not initialize:
+        return InitializedModel(model, InitReport(), 0.0)
     cpu_normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu"))
     augment = cfg.dataset.augment == "crop_flip"
     context = InitContext(
         model_cfg=cfg.model,
         norm=cfg.norm,
         batch=lambda: _init_batch(data, seed, cfg.batch_size, cpu_normalize, augment, cfg.dataset.cutout),
+        sampler=TrainingSampler(data, seed, Normalize(cfg.dataset.mean, cfg.dataset.std, device), augment,
+                                cfg.dataset.cutout, device),
+        seed=seed,
+        num_classes=data.num_classes,
+        device=device,
+        autocast=precision_context(cfg.precision, device),
     )
+    started = time.perf_counter()
     apply_init(model, cfg.init, context)
-    return model
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return InitializedModel(model, context.report, time.perf_counter() - started)
 
 
 class Trainer:
@@ -157,8 +189,14 @@ class Trainer:
         augment = cfg.dataset.augment == "crop_flip"
         self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-        models = [build_initialized_model(cfg, run.seed, data).to(device, memory_format=memory_format)
-                  for run in runs]
+        resuming = checkpoint_path.is_file()  # the weights come from the checkpoint: no init search again
+        models = []
+        for run in runs:
+            built = build_initialized_model(cfg, run.seed, data, device, initialize=not resuming)
+            run.init_seconds, run.init_scales = built.seconds, built.report.scales
+            if built.report.diverged:  # a learned init that failed: the run ends before its first step
+                run.diverged_epoch, run.diverged_step, run.diverged_reason = 0, 0, built.report.diverged
+            models.append(built.model.to(device, memory_format=memory_format))
         compile_mode = {True: "default", False: None}.get(cfg.compile, cfg.compile)
         self.replicas = Replicas(models, compile_mode, cfg.channels_last)
         self.optimizer = build_optimizer(self.replicas.named_parameters(), cfg.optim)
@@ -179,8 +217,7 @@ class Trainer:
         # Stored in the models' layout once, so evaluation batches need no per-batch layout copy.
         self.test_images = data.test_images.to(device, memory_format=memory_format)
         self.test_labels = data.test_labels.to(device)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
-                         else nullcontext())
+        self.autocast = precision_context(cfg.precision, device)()
         self._resume()
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -318,6 +355,8 @@ class Trainer:
             run.record("train", "lr", last_lr)
             if diverged_step >= 0:
                 run.diverged_step, run.diverged_epoch = diverged_step, run.epochs_done
+                run.diverged_reason = (f"training loss non-finite or above divergence.loss_factor="
+                                       f"{self.cfg.divergence.loss_factor:g} x its first value")
 
     @torch.no_grad()
     def evaluate(self) -> None:

@@ -1,0 +1,49 @@
+"""Labelled training batches for the inits that learn from data (GradInit, MetaInit on real data).
+
+Drawn the way training batches are: the split shuffled pass by pass (a short batch at the end of a pass, then a
+new permutation, as a DataLoader iterator that is restarted), crop/flip and cutout as the run's recipe says,
+normalised, on the training device. The draws come from a CPU generator of their own, seeded from the run's seed,
+so they are the same on any device and leave the run's training data order untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
+from initbench.data.types import ImageData
+
+SEED_OFFSET = 30_000  # away from the run's data order (seed), the WN batch (10_000 + seed), the probe (20_000 + seed)
+
+
+class TrainingSampler:
+    def __init__(self, data: ImageData, seed: int, normalize: Normalize, augment: bool, cutout: int,
+                 device: torch.device):
+        self.images, self.labels = data.train_images, data.train_labels
+        self.normalize, self.augment, self.cutout, self.device = normalize, augment, cutout, device
+        self.generator = torch.Generator().manual_seed(SEED_OFFSET + seed)
+        self.order, self.position = torch.empty(0, dtype=torch.long), 0
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def __call__(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next `count` images of the current pass (fewer at its end) and their labels, on the device."""
+        if self.position >= len(self.order):
+            self.order, self.position = torch.randperm(self.size, generator=self.generator), 0
+        index = self.order[self.position : self.position + count]
+        self.position += len(index)
+        images = self.images[index]
+        if self.augment:
+            images = crop_flip(images, sample_crop_flip(len(index), self.generator, images.device))
+        holes = sample_cutout_centres(len(index), *images.shape[-2:], self.generator, images.device) \
+            if self.cutout else None
+        images = self.normalize(images.to(self.device))
+        if holes is not None:
+            cutout_(images, holes.to(self.device), self.cutout)
+        return images, self.labels[index].to(self.device)

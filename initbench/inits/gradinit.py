@@ -1,0 +1,142 @@
+"""`init=gradinit`: GradInit (Zhu et al. 2021), as its official code runs it (zhuchen03/gradinit
+gradinit_utils.py, read for this module; gradinit_metainit.md 1-2).
+
+From a base init (`init.base`, default Kaiming-normal fan_out with the model's own classifier init: exactly the
+init of the code's VGG and ResNet models), every parameter tensor gets one scale α (learned.py). Each
+iteration draws two half-batches X0, X1 of training data (S1 = X0 ∪ X1) and computes g = ∇L(S1; θ) with its
+graph:
+- if ||g|| > γ (L2 for `algorithm=sgd`, L1 for `adam`), it takes a step on the scales that lowers ||g|| (the code's
+  constraint handling: a norm step, not a projection or a penalty);
+- otherwise it takes the target optimizer's first step, θ' = θ − η·A(g) with A(g) = g/||g|| (sgd with
+  `normalize_grad`, on in every CIFAR launch script), g, or sign(g) (Adam's first step), DETACHED as in the
+  code, draws X2 (and, with `batch_overlap=false`, a fresh X0) and takes a step on the scales that lowers
+  L(S2; θ')/η with S2 = X0 ∪ X2.
+The scales move by RescaleAdam (learned.py), α ≥ `min_scale` for weights and ≥ 0 for biases. BN uses batch
+statistics without touching its running statistics; dropout is off. A non-finite loss or gradient norm stops
+GradInit: the run is recorded as diverged at step 0, with the reason.
+
+`configs/init/gradinit.yaml` holds the CIFAR launch scripts' values (launch/run_gradinit.sh): η 0.1, γ 1,
+normalised SGD, 390 iterations, 2 x 64 images, α_min 0.01, grad clip 1, and τ (`init.lr`) per model and norm
+(`lr_by_setting`: VGG-19 1e-2 / with BN 1e-1, ResNet-110 5e-2 / with BN 1e-3); other models get the CLI default
+1e-3. The Transformer's Adam setting comes with the translation recipes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from torch.func import functional_call
+
+from initbench.errors import ConfigError, choice_error
+from initbench.inits.learned import (
+    RescaleAdam, TensorScales, apply_base, batch_statistics, check_base, check_common, check_passes,
+)
+from initbench.inits.registry import InitContext, InitScheme, register
+
+ALGORITHMS = ("sgd", "adam")
+
+
+@dataclass
+class GradInitParams:
+    base: str = "kaiming mode=fan_out classifier=model"  # the scheme the scales start from, with its options
+    algorithm: str = "sgd"  # the target optimizer whose first step is looked ahead
+    eta: float = 0.1  # its step size η
+    gamma: float = 1.0  # gradient-norm bound γ (L2 for sgd, L1 for adam); inf = none
+    normalize_grad: bool = True  # sgd: step along g/||g||
+    lr: float = 1e-3  # τ, the scales' Adam LR
+    lr_by_setting: dict = field(default_factory=dict)  # τ of the launch scripts per "<model>_<norm>" (config file)
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    iterations: int = 390
+    batch_size: int = 128  # S1 and S2 each: two half-batches
+    min_scale: float = 0.01  # α_min for every tensor but biases
+    grad_clip: float = 1.0  # clip of dL/dα per step
+    batch_overlap: bool = True  # S2 shares S1's first half (the code's default)
+
+
+def check(model_cfg: DictConfig, norm: str, params: GradInitParams) -> None:
+    check_base("gradinit", params.base, model_cfg, norm)
+    check_common("gradinit", model_cfg, norm, params.iterations, params.batch_size, params.min_scale)
+    if params.algorithm not in ALGORITHMS:
+        raise choice_error("init.algorithm", params.algorithm, ALGORITHMS)
+    if not params.gamma > 0:
+        raise ConfigError(f"init.gamma={params.gamma!r} must be > 0: it bounds the gradient norm (1 in the CIFAR "
+                          "scripts; inf turns the bound off).")
+    if not params.eta > 0 or not params.lr > 0:
+        raise ConfigError(f"init.eta={params.eta!r} and init.lr={params.lr!r} must be > 0.")
+    if params.batch_size % 2:
+        raise ConfigError(f"init.batch_size={params.batch_size} must be even: S1 and S2 are two half-batches each.")
+
+
+def gradient_norm(grads: list[torch.Tensor], algorithm: str) -> torch.Tensor:
+    if algorithm == "adam":
+        return sum(g.abs().sum() for g in grads)
+    return sum(g.square().sum() for g in grads).sqrt()
+
+
+def first_step(grads: list[torch.Tensor], norm: torch.Tensor, params: GradInitParams) -> list[torch.Tensor]:
+    """η·A(g), detached: the target optimizer's first step (the code subtracts it without its graph)."""
+    if params.algorithm == "adam":
+        return [params.eta * g.detach().sign() for g in grads]
+    scale = params.eta / norm.detach() if params.normalize_grad else params.eta
+    return [scale * g.detach() for g in grads]
+
+
+def lookahead_loss(model: nn.Module, scales: TensorScales, step: list[torch.Tensor], images: torch.Tensor,
+                   labels: torch.Tensor, eta: float, context: InitContext) -> torch.Tensor:
+    """L(S2; θ − step)/η, differentiable in θ (the step is a constant)."""
+    moved = {name: param - delta for name, param, delta in zip(scales.names, scales.params, step)}
+    with context.autocast():
+        logits = functional_call(model, moved, (images,))
+    return F.cross_entropy(logits.float(), labels) / eta
+
+
+def apply(model: nn.Module, params: GradInitParams, context: InitContext) -> None:
+    apply_base(model, params.base, context)
+    model.to(context.device)
+    scales = TensorScales(model, params.min_scale)
+    if not scales.any():
+        raise ConfigError("init=gradinit: after the base init every parameter tensor of this model is zero, so there is "
+                          "nothing to scale; pick another init.base.")
+    half = params.batch_size // 2
+    draws = 3 if params.batch_overlap else 4
+    check_passes("gradinit", params.iterations, draws * half, context.sampler.size)
+    optimizer = RescaleAdam(scales, params.lr, tuple(params.betas), params.eps, params.grad_clip)
+    constraint_steps = 0
+    with torch.enable_grad(), batch_statistics(model):
+        for iteration in range(params.iterations):
+            (x0, y0), (x1, y1) = context.sampler(half), context.sampler(half)
+            with context.autocast():
+                logits = model(torch.cat([x0, x1]))
+            loss = F.cross_entropy(logits.float(), torch.cat([y0, y1]))
+            grads = torch.autograd.grad(loss, scales.params, create_graph=True)
+            norm = gradient_norm(grads, params.algorithm)
+            if not torch.isfinite(norm):  # one host read per iteration: which step to take
+                return _diverged(scales, context, f"gradient norm on S1 at iteration {iteration + 1}")
+            if norm.item() > params.gamma:
+                optimizer.step(scales.derivative(torch.autograd.grad(norm, scales.params)), constraint=True)
+                constraint_steps += 1
+                continue
+            step = first_step(grads, norm, params)
+            x2, y2 = context.sampler(half)
+            if not params.batch_overlap:
+                x0, y0 = context.sampler(half)
+            objective = lookahead_loss(model, scales, step, torch.cat([x0, x2]), torch.cat([y0, y2]), params.eta,
+                                       context)
+            if not torch.isfinite(objective):
+                return _diverged(scales, context, f"look-ahead loss at iteration {iteration + 1}")
+            optimizer.step(scales.derivative(torch.autograd.grad(objective, scales.params)))
+    context.report.scales = scales.rows(params.iterations, constraint_steps)
+
+
+def _diverged(scales: TensorScales, context: InitContext, what: str) -> None:
+    scales.restore()
+    context.report.scales = scales.rows(0, 0)
+    context.report.diverged = f"init=gradinit: non-finite {what}"
+
+
+register(InitScheme("gradinit", GradInitParams, apply, check))
