@@ -182,6 +182,15 @@ CASES = {
     "negative_weight_decay": Case(["optim.weight_decay=-0.1"], r"optim\.weight_decay=-0\.1 must be", r">= 0"),
     "schedule_interval": Case(["schedule.interval=iteration"], r"schedule\.interval='iteration' is not supported",
                               r"step, epoch"),
+    # baselines
+    "zero_gamma_without_bn": Case(["init=zero_gamma", "norm=none"], r"init=zero_gamma does not define norm=none",
+                                  r"residual nets with BN in their branches"),
+    "zero_hadamard_on_weightnorm": Case(["init=zero_hadamard", "norm=weightnorm"],
+                                        r"init=zero_hadamard does not define norm=weightnorm", r"norm=none or norm="),
+    "wn_hanin_on_batchnorm": Case(["init=wn_hanin", "norm=batchnorm"], r"init=wn_hanin does not define norm=batchnorm",
+                                  r"e\.g\. model=resnet110_arpit"),
+    "lsuv_on_weightnorm": Case(["init=lsuv", "norm=weightnorm"], r"init=lsuv does not define norm=weightnorm",
+                               r"norm=none or norm=batchnorm"),
     # learned inits
     "gradinit_gamma_zero": Case(["init=gradinit", "init.gamma=0"], r"init\.gamma=0\.0 must be > 0",
                                 r"1 in the CIFAR scripts; inf turns the bound off"),
@@ -274,7 +283,8 @@ CASES = {
     "table_file_cell_no_job_produces": Case(MY_TABLE, r"no job of .*fixup_cifar10\.yaml produces the cell "
                                             r"\('ResNet-110', 'Fixup'\).*'\+method': \['bn_kaiming', 'fixup'\]",
                                             r"Fix the value, add it to the sweep, or mark the row not_run", base=[],
-                                            setup=table_file("  BN: {+method: bn_kaiming}\n  Fixup: {+method: fixup_}\n")),
+                                            setup=table_file("  BN: {+method: bn_kaiming}\n"
+                                                             "  Fixup: {+method: fixup_}\n")),
     "table_file_one_job_two_cells": Case(MY_TABLE, r"the job \+experiment=cifar10_resnet110 \+method=fixup would fill "
                                          r"two cells", r"make their parameters differ", base=[],
                                          setup=table_file(BOTH_ROWS + "  Fixup again: {+method: fixup}\n")),

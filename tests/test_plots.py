@@ -82,7 +82,8 @@ def test_depth_plot_from_a_table_uses_its_cells_and_row_labels(tmp_path: Path):
                 write_finished_run(root / f"{method}-{depth}-s{seed}", cfg, seed, [first_error + seed])
     cfg = compose_config(["+experiment=fixup_cifar10_depth", "+method=fixup", "model.depth=20", "optim.lr=0.05"])
     write_finished_run(root / "another-lr", cfg, 0, [10.0])  # not the table's recipe
-    data = assert_figure(main_depth(["--root", str(root), "--out", str(tmp_path / "figures"), "--table", "fixup_depth"]))
+    out = tmp_path / "figures"
+    data = assert_figure(main_depth(["--root", str(root), "--out", str(out), "--table", "fixup_depth"]))
     fixup = data[data["method"] == "Fixup"].set_index("depth")
     assert set(data["method"]) == {"Fixup", "BN + Kaiming"} and sorted(fixup.index) == [20, 110]
     assert fixup.loc[20, "mean"] == pytest.approx(39.5) and fixup.loc[20, "n"] == 2  # 100 - mean(60, 61)

@@ -41,6 +41,7 @@ def test_profile_splits_the_step_into_op_groups_data_and_overhead():
 
 def test_regulariser_rows_time_cutout_and_mixup_against_crop_flip_alone():
     out = bench(["--repeats", "1", "--runs", "2", "--no-projection", "--regularisers"])
-    assert re.search(r"resnet20\s+ours \+cutout\+mixup\s+1\s", out) and re.search(r"resnet20\s+ours \+cutout\+mixup\s+2\s", out)
+    for runs in (1, 2):
+        assert re.search(rf"resnet20\s+ours \+cutout\+mixup\s+{runs}\s", out)
     ratios = [line.split() for line in out.split("(epoch throughput ratio):")[1].splitlines() if line.strip()]
     assert [r[:2] for r in ratios] == [["resnet20", "x1"], ["resnet20", "x2"]] and all(float(r[2]) > 0 for r in ratios)

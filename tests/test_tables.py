@@ -209,7 +209,7 @@ def test_list_says_where_each_table_lives_and_its_jobs(capsys):
     listing = capsys.readouterr().out
     assert str(TABLE_DIR) in listing and "configs/sweep/" in listing and "no Python" in listing
     line = next(line for line in listing.splitlines() if line.strip().startswith("arpit_robustness"))
-    assert re.search(r"40 cells\s+120 jobs\s+600 runs", line)  # 30 cells run, 4 fused jobs of 5 seeds each
+    assert re.search(r"40 cells\s+160 jobs\s+800 runs", line)  # 40 cells run, 4 fused jobs of 5 seeds each
     fixup = next(line for line in listing.splitlines() if line.strip().startswith("fixup_cifar10"))
     assert re.search(r"4 cells\s+4 jobs\s+20 runs", fixup)  # with and without mixup
     table_main(["arpit_test_error", "--list"])

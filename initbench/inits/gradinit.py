@@ -100,8 +100,8 @@ def apply(model: nn.Module, params: GradInitParams, context: InitContext) -> Non
     model.to(context.device)
     scales = TensorScales(model, params.min_scale)
     if not scales.any():
-        raise ConfigError("init=gradinit: after the base init every parameter tensor of this model is zero, so there is "
-                          "nothing to scale; pick another init.base.")
+        raise ConfigError("init=gradinit: after the base init every parameter tensor of this model is zero, so there "
+                          "is nothing to scale; pick another init.base.")
     half = params.batch_size // 2
     draws = 3 if params.batch_overlap else 4
     check_passes("gradinit", params.iterations, draws * half, context.sampler.size)

@@ -45,13 +45,19 @@ class WNArpitParams:
     stem_gamma: float | None = None  # None: as the official code (ResNet class 2, WideResNet class 1)
 
 
-def check(model_cfg: DictConfig, norm: str, params: WNArpitParams) -> None:
+def wn_problems(model_cfg: DictConfig, norm: str) -> list[str]:
+    """What keeps Arpit et al.'s WN rule off this model (also used by stage-wise Hanin)."""
     problems = [] if norm == "weightnorm" else [f"norm={norm}"]
     if is_residual_arch(model_cfg):
         if model_cfg.block != "basic":
             problems.append(f"model.block={model_cfg.block}")
         if model_cfg.get("branch_scalars", "none") != "none":
             problems.append(f"model.branch_scalars={model_cfg.branch_scalars}")
+    return problems
+
+
+def check(model_cfg: DictConfig, norm: str, params: WNArpitParams) -> None:
+    problems = wn_problems(model_cfg, norm)
     if problems:
         raise ConfigError(f"init=wn_arpit does not define {', '.join(problems)}. {DEFINED}.")
 
@@ -72,7 +78,12 @@ def layer_gammas(model: nn.Module, model_cfg: DictConfig, params: WNArpitParams)
 
 
 def apply(model: nn.Module, params: WNArpitParams, context: InitContext) -> None:
-    gammas = layer_gammas(model, context.model_cfg, params)
+    set_layers(model, layer_gammas(model, context.model_cfg, params))
+
+
+def set_layers(model: nn.Module, gammas: dict[nn.Module, float]) -> None:
+    """Orthogonal directions, zero biases and g = sqrt(gamma * fan_in / fan_out) on every WN layer (gamma 2 where
+    `gammas` has none)."""
     for layer in weight_layers(model):
         if not is_weight_normed(layer):
             continue  # the plain classifier keeps PyTorch's default init

@@ -70,6 +70,10 @@ class ResidualBlock(nn.Module):
         """The weight layers of the residual branch, input to output."""
         raise NotImplementedError
 
+    def branch_norms(self) -> list[nn.Module]:
+        """The normalisation layers of the residual branch, input to output (nn.Identity without BN)."""
+        return []
+
     def shortcut_layers(self) -> list[nn.Module]:
         """The projection conv of the shortcut (none for identity or option A)."""
         return [] if self.shortcut is None or isinstance(self.shortcut, SubsampleZeroPad) else [self.shortcut]
@@ -114,6 +118,9 @@ class PostActBasicBlock(PostActBlock):
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
 
+    def branch_norms(self) -> list[nn.Module]:
+        return [self.bn1, self.bn2]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut_input = x
         if self.fixup:
@@ -148,6 +155,9 @@ class PostActBottleneckBlock(PostActBlock):
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2, self.conv3]
 
+    def branch_norms(self) -> list[nn.Module]:
+        return [self.bn1, self.bn2, self.bn3]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut_input = x
         if self.fixup:
@@ -176,6 +186,9 @@ class PreActBasicBlock(ResidualBlock):
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2]
 
+    def branch_norms(self) -> list[nn.Module]:
+        return [self.bn1, self.bn2]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(self.bn1(x))
         out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
@@ -199,6 +212,9 @@ class PreActBottleneckBlock(ResidualBlock):
 
     def branch_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2, self.conv3]
+
+    def branch_norms(self) -> list[nn.Module]:
+        return [self.bn1, self.bn2, self.bn3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(self.bn1(x))
