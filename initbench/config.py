@@ -32,6 +32,7 @@ PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 AUGMENTS = ("crop_flip", "none")
 SCHEDULE_INTERVALS = ("step", "epoch")
+HESSIAN_METHODS, BN_MODES, AD_MODES = ("lanczos", "power"), ("train", "eval"), ("auto", "forward", "reverse")
 WARMUP_SHAPES = ("linear", "quadratic")
 
 
@@ -102,6 +103,31 @@ class TrainConfig:
 
 
 @dataclass
+class HessianConfig:
+    """How λ1 is measured (initbench/measure/hessian.py); presets in configs/measure/hessian/."""
+
+    method: str = "lanczos"  # lanczos | power
+    steps: int = 20  # Lanczos steps / power iterations (one Hessian-vector product each)
+    batches: int = 10  # fixed training batches the loss averages over
+    batch_fraction: float = 0.0  # > 0: this share of an epoch's batches instead (Arpit et al.: 0.1)
+    batch_size: int = 128
+    bn_mode: str = "train"  # train: batch statistics, running statistics untouched | eval
+    augment: bool = False  # measurement batches augmented like training batches
+    resample: bool = False  # fresh batches for every product (Arpit et al.'s code; the operator is then not fixed)
+    arpit_quirks: bool = False  # power: rescale by the largest entry, 1/(batches + 1) averaging
+    trace_samples: int = 0  # Hutchinson probes for tr(H); 0 = off
+    ad: str = "auto"  # forward (jvp of grad) | reverse (double backward) | auto (forward, else reverse)
+
+
+@dataclass
+class MeasureConfig:
+    hessian: HessianConfig = field(default_factory=HessianConfig)
+    # When training measures λ1: null (never), N (every N optimizer steps), or a list of steps, where "epoch" adds
+    # the end of every epoch, e.g. [0, 1, 2, 5, 10, 20, 50, 100, epoch] (Gilmer-style).
+    hessian_every: Any = None
+
+
+@dataclass
 class DataLoaderConfig:
     loader: str = "resident"
     num_workers: int = 2
@@ -141,9 +167,10 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
-    probe: Any = field(default_factory=lambda: {"batch_size": 128})
+    probe: Any = field(default_factory=lambda: {"batch_size": 128, "hessian": True})
 
 
 def register_configs() -> None:
@@ -325,6 +352,41 @@ def _check_unit_interval(key: str, value: float) -> None:
                           "optimizer's running averages never forget and training blows up.")
 
 
+def hessian_schedule(every: Any, steps_per_epoch: int, epochs: int) -> list[int]:
+    """The optimizer steps (0 = at init) at which λ1 is measured, from `measure.hessian_every`."""
+    if every is None:
+        return []
+    total = steps_per_epoch * epochs
+    if isinstance(every, int) and not isinstance(every, bool):
+        return list(range(0, total + 1, every))
+    steps = set()
+    for entry in every:
+        steps |= set(range(steps_per_epoch, total + 1, steps_per_epoch)) if entry == "epoch" else {entry}
+    return sorted(steps)
+
+
+def _check_hessian(measure: DictConfig) -> None:
+    hessian, every = measure.hessian, measure.hessian_every
+    _check_choice("measure.hessian.method", hessian.method, HESSIAN_METHODS)
+    _check_choice("measure.hessian.bn_mode", hessian.bn_mode, BN_MODES)
+    _check_choice("measure.hessian.ad", hessian.ad, AD_MODES)
+    for key in ("steps", "batches", "batch_size"):
+        if hessian[key] < 1:
+            raise ConfigError(f"measure.hessian.{key}={hessian[key]} must be >= 1 (the gilmer preset: steps 20, "
+                              "batches 10, batch_size 128).")
+    if not 0 <= hessian.batch_fraction <= 1 or hessian.trace_samples < 0:
+        raise ConfigError("measure.hessian.batch_fraction must be in [0, 1] and measure.hessian.trace_samples >= 0.")
+    hint = ("Give measure.hessian_every=null (off), a period (measure.hessian_every=100) or a list of steps and "
+            "'epoch', e.g. 'measure.hessian_every=[0,1,2,5,10,epoch]'.")
+    if isinstance(every, bool) or (isinstance(every, int) and every < 1):
+        raise ConfigError(f"measure.hessian_every={every!r} is not a schedule. {hint}")
+    if every is not None and not isinstance(every, int):
+        entries = list(every) if OmegaConf.is_list(every) or isinstance(every, (list, tuple)) else [every]
+        bad = [e for e in entries if e != "epoch" and (not isinstance(e, int) or isinstance(e, bool) or e < 0)]
+        if bad or not entries:
+            raise ConfigError(f"measure.hessian_every={every!r}: {bad or 'an empty list'} is not a step. {hint}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no data or model: run before anything is built or written."""
     from initbench.data import DATASETS
@@ -378,6 +440,7 @@ def validate(cfg: DictConfig) -> None:
                 f"schedule.milestones={list(cfg.schedule.milestones)}: milestones are fractions of training, "
                 "each between 0 and 1 (e.g. [0.5, 0.75] for epochs 100 and 150 of 200)."
             )
+    _check_hessian(cfg.measure)
     warmup = parse_warmup(cfg.warmup, cfg.warmup_shape)
     if warmup.epochs >= cfg.epochs:
         raise ConfigError(

@@ -4,6 +4,7 @@
     python scripts/bench.py --quick                # CPU-sized: tiny batches and steps, so it stays working
     python scripts/bench.py --quick --profile      # where a step's time goes (torch.profiler), no table
     python scripts/bench.py --nets resnet56 --regularisers   # + the cost of cutout 16 + mixup 1 per epoch
+    python scripts/bench.py --nets resnet56,wrn40_10 --hessian  # + one λ1 estimate against one training step
 
 reference  the official scripts' loop: torchvision RandomCrop(32, 4) + flip in DataLoader workers
            (TorchLoader), fp32 eager, torch's default SGD, and a host read of loss and accuracy every
@@ -15,7 +16,10 @@ cuDNN autotuning, worker start-up) are not timed; the figure is the median of --
 CUDA events on a GPU and perf_counter on the CPU (an epoch ends with a host read, so the clock is synced).
 img/s counts the images of all fused runs. cuDNN autotuning is on for both paths. With --regularisers, the
 "ours +cutout+mixup" rows add the papers' cutout (16 px) and mixup (alpha 1) to "ours fp32", and the cost of the two
-is printed as the ratio of their epoch throughput to crop/flip alone, single and fused.
+is printed as the ratio of their epoch throughput to crop/flip alone, single and fused. With --hessian, one λ1
+estimate (20 Lanczos steps, i.e. 20 Hessian-vector products, on one batch of the training batch size; the
+measurement of measure.hessian_every, initbench/measure/hessian.py) is timed against one training step of "ours
+fp32" on the same net.
 """
 
 from __future__ import annotations
@@ -227,6 +231,28 @@ def print_regulariser_cost(rows: list[Row]) -> None:
             print(f"  {row.net:<10} x{row.runs:<3} {row.images_per_s / plain:6.3f}")
 
 
+def hessian_cost(net_name: str, args: argparse.Namespace, device: torch.device, scratch: Path) -> None:
+    """Seconds of one λ1 estimate over seconds of one training step, on the same net and batch size."""
+    from omegaconf import OmegaConf
+
+    from initbench.measure.hessian import HessianOperator, estimate
+
+    shape = net_shape(net_name, Variant("ours fp32"), args)
+    data = random_split(shape.steps * shape.batch, shape.batch)
+    trainer = build_trainer(NETS.get(net_name, [f"model={net_name}"]), Variant("ours fp32"), 1, shape.batch, data,
+                            device, args.workers, scratch)
+    step = median_seconds(trainer.train_epoch, device, args.warmup, args.repeats) / shape.steps
+    images, labels = data.train_images[: shape.batch].to(device), data.train_labels[: shape.batch].to(device)
+    batch = (trainer.normalize(images), labels)
+    operator = HessianOperator(trainer.replicas.template, *trainer.replicas.run_tensors(0), lambda: [batch])
+    settings = OmegaConf.create({"method": "lanczos", "steps": 20, "trace_samples": 0, "arpit_quirks": False})
+    one = median_seconds(lambda: estimate(operator, settings, 0), device, 1, args.repeats)
+    print(f"  {net_name:<10} one λ1 estimate {one:8.3f} s, one training step {step:8.4f} s: ratio {one / step:8.1f}"
+          f"  ({operator.ad} mode, batch {shape.batch})")
+    trainer = operator = None
+    release(device)
+
+
 def project_fixup_row(args: argparse.Namespace, device: torch.device, scratch: Path, compile_mode: str | None) -> None:
     """Wall time of Fixup's ResNet-110 row (5 seeds x 200 epochs, fused) from measured throughput."""
     seeds, spec = args.projection_runs, PROJECTION
@@ -341,6 +367,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-projection", action="store_true")
     parser.add_argument("--regularisers", action="store_true",
                         help="also time cutout 16 + mixup 1 and print their cost against crop/flip alone")
+    parser.add_argument("--hessian", action="store_true",
+                        help="also time one λ1 estimate (20 Lanczos steps) against one training step, per net")
     parser.add_argument("--profile", action="store_true", help="profile one epoch per variant instead of timing")
     parser.add_argument("--profile-variants", default="reference,ours fp32,ours bf16+cl",
                         help="comma-separated variant names; each is profiled single and fused")
@@ -391,6 +419,10 @@ def main(argv: list[str] | None = None) -> None:
         print_table(rows)
         if args.regularisers:
             print_regulariser_cost(rows)
+        if args.hessian:
+            print("\nthe cost of measuring λ1 (measure.hessian_every) against training:")
+            for net_name in nets:
+                hessian_cost(net_name, args, device, scratch)
         if not args.no_projection:
             project_fixup_row(args, device, scratch, compile_mode)
 

@@ -35,7 +35,7 @@ PLAN_SEED = 8
 # Both sweeps train at the same time on two cores; one thread each keeps their arithmetic identical.
 ENV = {"OMP_NUM_THREADS": "1"}
 RESUMED = re.compile(r"resumed 1 run\(s\) from (\S+)/checkpoint\.pt after epoch (\d+)")
-TIMING_COLUMNS = ("wall_time_s", "images_per_s", "init_seconds")
+TIMING_COLUMNS = ("wall_time_s", "images_per_s", "init_seconds", "hessian_seconds")
 
 
 @dataclass(frozen=True)

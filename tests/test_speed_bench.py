@@ -45,3 +45,9 @@ def test_regulariser_rows_time_cutout_and_mixup_against_crop_flip_alone():
         assert re.search(rf"resnet20\s+ours \+cutout\+mixup\s+{runs}\s", out)
     ratios = [line.split() for line in out.split("(epoch throughput ratio):")[1].splitlines() if line.strip()]
     assert [r[:2] for r in ratios] == [["resnet20", "x1"], ["resnet20", "x2"]] and all(float(r[2]) > 0 for r in ratios)
+
+
+def test_hessian_line_times_one_lambda_estimate_against_a_training_step():
+    out = bench(["--repeats", "1", "--no-projection", "--hessian"])
+    line = next(line for line in out.splitlines() if "one λ1 estimate" in line)
+    assert line.split()[0] == "resnet20" and float(line.split("ratio")[1].split()[0]) > 1

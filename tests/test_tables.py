@@ -173,11 +173,11 @@ def test_reported_csv_is_tidy_and_every_table_cell_points_into_it():
 @pytest.mark.parametrize("name", table_names())
 def test_every_table_file_maps_its_sweep_jobs_one_to_one_onto_cells(name: str):
     spec = load_table(name)
-    jobs = [cell.job.overrides for cell in spec.cells if cell.job is not None]
+    jobs = [job.overrides for cell in spec.cells for job in cell.jobs]
     assert sorted(jobs) == sorted(job.overrides for sweep in spec.sweeps for job in sweep_jobs(sweep))  # one cell each
     labels = [(cell.column, cell.row) for cell in spec.cells]
     assert len(labels) == len(set(labels))
-    assert all(cell.note for cell in spec.cells if cell.job is None)  # a row not run says why
+    assert all(cell.note for cell in spec.cells if not cell.jobs)  # a row not run says why
 
 
 def test_table_code_names_no_paper():
@@ -243,3 +243,24 @@ def test_a_table_of_two_metrics_shows_a_line_per_metric_and_places_a_reported_va
         in markdown
     assert "| ResNet-110 | Fixup | test accuracy after the first epoch (%) | missing | 0 | — | — |" in markdown
     assert "VGG-19 | Fixup" not in markdown  # only_in: the Fixup row exists in the no-BN ResNet column only
+
+
+def test_the_largest_stable_lr_reduces_a_cell_over_its_lr_jobs(tmp_path: Path):
+    recipe = ["+experiment=curvature_cifar10_resnet20_stability", "+method=nonorm_kaiming", "warmup=0"]
+    diverged = {0.01: (False, False, False), 0.1: (False, True, False), 0.3: (True, False, True), 1.0: (True,) * 3}
+    for lr, outcomes in diverged.items():
+        for seed, blew_up in enumerate(outcomes):
+            run_of(tmp_path / f"lr{lr}-s{seed}", [*recipe, f"optim.lr={lr}"], seed, [] if blew_up else [50.0, 40.0],
+                   diverged=blew_up)
+    built = build_table(load_table("max_stable_lr"), collect_runs(tmp_path), load_reported())
+    cell = by_row(built, "no warmup")["no normalisation + Kaiming"]
+    assert cell["ours_mean"] == pytest.approx(0.1) and cell["n"] == 12  # 0.3: 2 of 3 diverged, 0.1: 1 of 3
+    assert "| no warmup | no normalisation + Kaiming | 0.100 | 12 | — | — |" in render_markdown(built)
+    assert by_row(built, "no warmup")["Fixup"]["ours_status"] == "missing"
+
+
+@pytest.mark.parametrize("name", ["curvature_trajectory", "max_stable_lr", "arpit_hessian"])
+def test_the_curvature_tables_print(name: str, fixup_runs: Path, tmp_path: Path, capsys):
+    table_main([name, "--root", str(fixup_runs), "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert printed.startswith("### ") and f"{name}.md" in printed and "| missing |" in printed

@@ -13,15 +13,17 @@ import torch
 from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
 from initbench.data.types import ImageData
 
-SEED_OFFSET = 30_000  # away from the run's data order (seed), the WN batch (10_000 + seed), the probe (20_000 + seed)
+# Away from the run's data order (seed), the WN batch (10_000 + seed), the probe (20_000 + seed) and the Hessian
+# measurement batches (50_000 + seed).
+SEED_OFFSET = 30_000
 
 
 class TrainingSampler:
     def __init__(self, data: ImageData, seed: int, normalize: Normalize, augment: bool, cutout: int,
-                 device: torch.device):
+                 device: torch.device, offset: int = SEED_OFFSET):
         self.images, self.labels = data.train_images, data.train_labels
         self.normalize, self.augment, self.cutout, self.device = normalize, augment, cutout, device
-        self.generator = torch.Generator().manual_seed(SEED_OFFSET + seed)
+        self.generator = torch.Generator().manual_seed(offset + seed)
         self.order, self.position = torch.empty(0, dtype=torch.long), 0
 
     @property

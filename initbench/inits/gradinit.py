@@ -33,9 +33,10 @@ from torch.func import functional_call
 
 from initbench.errors import ConfigError, choice_error
 from initbench.inits.learned import (
-    RescaleAdam, TensorScales, apply_base, batch_statistics, check_base, check_common, check_passes,
+    RescaleAdam, TensorScales, apply_base, check_base, check_common, check_passes,
 )
 from initbench.inits.registry import InitContext, InitScheme, register
+from initbench.models.modes import batch_statistics
 
 ALGORITHMS = ("sgd", "adam")
 

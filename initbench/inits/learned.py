@@ -9,9 +9,7 @@ respect to α_i is exactly ⟨∂L/∂W_i, W_i^0⟩ (the code's ⟨p.grad, p⟩�
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -156,35 +154,3 @@ class RescaleAdam:
         denom = (self.second / (1 - beta2 ** self.total)).sqrt() + self.eps
         move = self.lr / (1 - beta1 ** self.steps[constraint]) * self.first[constraint] / denom
         self.scales.set(self.scales.alpha - move)
-
-
-@contextlib.contextmanager
-def batch_statistics(model: nn.Module) -> Iterator[None]:
-    """GradInit's mode: BN normalises with the batch's statistics and leaves its running statistics alone
-    (train mode with track_running_stats off, as the code's GradInitBatchNorm2d does); dropout off."""
-    was_training = model.training
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    tracked = [m.track_running_stats for m in norms]
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.eval()
-    for module in norms:
-        module.track_running_stats = False
-    try:
-        yield
-    finally:
-        for module, value in zip(norms, tracked):
-            module.track_running_stats = value
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """MetaInit's mode: model.eval(), so BN is the affine map of its initial running statistics."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)

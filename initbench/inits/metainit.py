@@ -33,9 +33,10 @@ from torch import nn
 
 from initbench.errors import ConfigError, choice_error
 from initbench.inits.learned import (
-    RescaleAdam, TensorScales, apply_base, check_base, check_common, check_passes, eval_mode,
+    RescaleAdam, TensorScales, apply_base, check_base, check_common, check_passes,
 )
 from initbench.inits.registry import InitContext, InitScheme, register
+from initbench.models.modes import eval_mode
 
 OPTIMIZERS, DATA, TENSORS = ("signed_momentum", "rescale_adam"), ("synthetic", "train"), ("matrices", "all")
 SYNTHETIC_SEED_OFFSET = 40_000

@@ -12,6 +12,8 @@ seed when `seed=[...]`:
 - `layer = net` (kind `net`, index -1): `input_rms` (the normalised images), `feature_rms` (the pooled
   representation fed to the classifier), `output_rms` (the logits) and `loss`.
 `index` is the layer's position in depth: the order in which the forward pass enters the layers.
+With `probe.hessian` (on by default) it adds `layer = net` `hessian_lambda_max`: λ1 of the training loss at init,
+measured as `measure.hessian` says (initbench/measure/hessian.py) on the batches a training run would measure on.
 A probe writes no summary.csv (it is not a training run) and runs in fp32 whatever `precision` says.
 """
 
@@ -141,6 +143,21 @@ def format_probe(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def hessian_at_init(cfg: DictConfig, model: nn.Module, data: ImageData, seed: int, device: torch.device) -> float:
+    """λ1 at init, on the measurement batches of the training run of this config and seed."""
+    from initbench.data.loaders import steps_per_epoch
+    from initbench.measure.hessian import HessianOperator, check_settings, estimate
+    from initbench.train.curvature import measurement_batches
+
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    check_settings(cfg.measure.hessian, sum(p.numel() for p in params.values()))
+    batches = measurement_batches(cfg, data, seed, device, steps_per_epoch(len(data.train_labels), cfg.batch_size))
+    divisor = (lambda n: n + 1) if cfg.measure.hessian.arpit_quirks else (lambda n: n)
+    operator = HessianOperator(model, params, buffers, batches, cfg.measure.hessian.bn_mode, cfg.measure.hessian.ad,
+                               divisor)
+    return estimate(operator, cfg.measure.hessian, seed * 100_003).lambda_max
+
+
 def probe_job(cfg: DictConfig, job_dir: Path) -> list[list[dict]]:
     """Probe the model of this config at init, once per seed; write probe.csv (+ config, env) per seed."""
     validate(cfg)
@@ -156,6 +173,9 @@ def probe_job(cfg: DictConfig, job_dir: Path) -> list[list[dict]]:
         model = build_initialized_model(cfg, seed, data, device).model.to(device)
         images, labels = probe_batch(data, seed, size, normalize)
         rows = probe_model(model, images.to(device), labels.to(device))
+        if cfg.probe.get("hessian", True):
+            rows.append({"layer": NET, "index": -1, "kind": NET, "quantity": "hessian_lambda_max",
+                         "value": hessian_at_init(cfg, model, data, seed, device)})
         write_run_record(directory, cfg, seed, env)
         write_csv(directory / PROBE_FILE, rows, PROBE_COLUMNS)
         print(f"probe of {cfg.model.name} norm={cfg.norm} init={cfg.init.name} seed={seed} "

@@ -36,10 +36,11 @@ SUMMARY_COLUMNS = (
     "schedule", "epochs", "batch_size", "weight_decay", "seed", "fused_runs", "epochs_done", "diverged",
     "diverged_epoch", "diverged_step", "final_test_error", "best_test_error", "first_epoch_test_error",
     "final_test_loss", "final_train_loss", "final_train_error", "wall_time_s", "images_per_s", "device",
-    "init_seconds", "diverged_reason",
+    "init_seconds", "diverged_reason", "init_hessian_lambda_max", "max_hessian_lambda_max_x_lr", "hessian_seconds",
 )
 # Columns added after the first release: a summary without them is still read (they are blank).
-LATER_SUMMARY_COLUMNS = ("init_seconds", "diverged_reason")
+LATER_SUMMARY_COLUMNS = ("init_seconds", "diverged_reason", "init_hessian_lambda_max", "max_hessian_lambda_max_x_lr",
+                         "hessian_seconds")
 
 
 _UMASK = os.umask(0)

@@ -1,4 +1,5 @@
-"""Figures from the tidy results: curves per method, a metric against depth, divergence against the LR.
+"""Figures from the tidy results: curves per method, a metric against depth, divergence against the LR, and the
+loss Hessian's λ1 along training against the stability limits 2/η and (2 + 2β)/η.
 
 Every figure is written as PNG and PDF beside the tidy CSV it was drawn from (`<out>/<name>.{png,pdf,csv}`).
 Figures are drawn on a bare `matplotlib.figure.Figure` (Agg canvas), never through pyplot's global state, so
@@ -31,6 +32,7 @@ METHOD_FIELDS = ("experiment", "dataset", "model", "norm", "init", "optimizer", 
 CURVE_COLUMNS = ("method", "split", "metric", "epoch", "mean", "std", "n")
 DEPTH_COLUMNS = ("method", "depth", "metric", "mean", "std", "n", "n_diverged")
 DIVERGENCE_COLUMNS = ("method", "warmup", "lr", "pct_diverged", "n")
+CURVATURE_COLUMNS = ("method", "step", "lr", "momentum", "mean", "std", "n")
 
 
 # ----------------------------------------------------------------------------------------------- selection
@@ -111,6 +113,17 @@ def divergence_data(runs: pd.DataFrame) -> pd.DataFrame:
     return data[list(DIVERGENCE_COLUMNS)]
 
 
+def curvature_data(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of λ1 (metrics.csv `hessian_lambda_max`) per method and step, with the method's
+    LR and momentum (for the stability limits). A run's NaN measurements (non-finite λ1) are left out."""
+    rows = metrics[metrics["metric"].eq("hessian_lambda_max")].drop_duplicates(["run_id", "step"])
+    rows = rows[["run_id", "step", "value"]]
+    keep = runs[["run_id", "method", "lr", "optim.momentum"]].drop_duplicates("run_id")
+    rows = rows.merge(keep, on="run_id").assign(value=lambda t: pd.to_numeric(t["value"], errors="coerce"))
+    data = _mean_std(rows.dropna(subset=["value"]), ["method", "step", "lr", "optim.momentum"], "value")
+    return data.rename(columns={"optim.momentum": "momentum"})[list(CURVATURE_COLUMNS)]
+
+
 # ----------------------------------------------------------------------------------------------- drawing
 def save_figure(figure: Figure, data: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
     """PNG, PDF and the tidy CSV the figure was drawn from."""
@@ -164,6 +177,30 @@ def plot_depth(data: pd.DataFrame, ylabel: str) -> Figure:
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
+    return figure
+
+
+def plot_curvature(data: pd.DataFrame) -> Figure:
+    """λ1 against the step (step + 1 on a log axis, so that step 0 shows), per method, with the limits 2/η (GD) and
+    (2 + 2β)/η (heavy-ball momentum β) of every LR and momentum drawn."""
+    figure = Figure(figsize=(7, 4.2))
+    axes = figure.add_subplot()
+    for method, curve in data.groupby("method", sort=True):
+        curve = curve.sort_values("step")
+        axes.errorbar(curve["step"] + 1, curve["mean"], yerr=curve["std"].fillna(0.0), marker=".", capsize=2,
+                      label=method)
+    for (lr, momentum), _ in data.groupby(["lr", "momentum"]):
+        axes.axhline(2 / lr, color="black", linestyle=":", linewidth=1, label=f"2/η (η = {lr:g})")
+        if momentum:
+            axes.axhline((2 + 2 * momentum) / lr, color="grey", linestyle="--", linewidth=1,
+                         label=f"(2 + 2β)/η (β = {momentum:g})")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("optimizer step + 1")
+    axes.set_ylabel("λ1 of the loss Hessian")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    axes.set_title("mean over seeds, bars = ±1 std")
     return figure
 
 
@@ -244,6 +281,23 @@ def main_divergence(argv: list[str]) -> dict[str, Path]:
         raise _empty("a divergence plot")
     data = divergence_data(runs)
     paths = save_figure(plot_divergence(data), data, Path(args.out), _stem(args, "divergence"))
+    print(f"{len(runs)} run(s), {data['method'].nunique()} method(s): {', '.join(map(str, paths.values()))}")
+    return paths
+
+
+def main_curvature(argv: list[str]) -> dict[str, Path]:
+    """λ1 of the loss Hessian along training per method, against the stability limits (runs that measured it:
+    measure.hessian_every)."""
+    from initbench.results.collect import collect_metrics
+
+    parser = _parser(main_curvature.__doc__, "curvature")
+    args = parser.parse_args(argv)
+    runs = select_runs(Path(args.root), args.table, parse_where(args.where), args.by, axes=("lr",))
+    data = curvature_data(runs, collect_metrics(Path(args.root))) if not runs.empty else pd.DataFrame()
+    if data.empty:
+        raise UserError("No λ1 measurements to draw: the runs need measure.hessian_every (e.g. "
+                        "+experiment=curvature_cifar10_resnet20), and check --root, --table and --where.")
+    paths = save_figure(plot_curvature(data), data, Path(args.out), _stem(args, "curvature"))
     print(f"{len(runs)} run(s), {data['method'].nunique()} method(s): {', '.join(map(str, paths.values()))}")
     return paths
 

@@ -22,7 +22,9 @@ the recipe is written twice: LR, epochs, layout... live in the experiment and me
 A row (or column) with `not_run: <reason>` is one the paper has and initbench does not run; `only_in: [labels]`
 limits a row to some columns. A table whose grid is not a full product (a row that only some columns have) views
 several sweeps, each a full grid: `sweep: [main_grid, extra_row]`. With several metrics, each cell shows one
-line per metric, and a reported id stands on the line of the metric it reports. Cells are listed column by
+line per metric, and a reported id stands on the line of the metric it reports. `over: [optim.lr]` names sweep
+parameters a cell aggregates over, as it does over seeds: the cell holds one job per value, and a metric that
+reduces a whole cell (the largest stable LR) reads all of their runs. Cells are listed column by
 column, rows in file order. Loading checks that every cell is produced by exactly one job and every job lands in
 exactly one cell, and says which file and key to change when not.
 """
@@ -43,14 +45,14 @@ from initbench.results.sweeps import SEED, SweepJob, job_recipe, sweep_file, swe
 TABLE_DIR = Path(CONFIG_DIR) / "table"
 NOT_RUN, ONLY_IN = "not_run", "only_in"
 _REQUIRED = ("title", "metric", "columns", "rows")
-_OPTIONAL = ("sweep", "column_header", "reported", "notes", "unplaced_reported")
+_OPTIONAL = ("sweep", "column_header", "reported", "notes", "unplaced_reported", "over")
 
 
 @dataclass(frozen=True)
 class Cell:
     column: str
     row: str
-    job: SweepJob | None  # None: a row the paper has but initbench does not run (the reason is the note)
+    jobs: tuple[SweepJob, ...]  # one, or one per value of the table's `over` parameters; () for a row not run
     reported: str | None = None  # id of the paper's number in results/reported.csv
     note: str = ""
 
@@ -89,14 +91,14 @@ def load_table(name: str) -> TableSpec:
     return _load(path, path.stat().st_mtime_ns)
 
 
-def cell_recipes(spec: TableSpec, datasets: dict[str, str] | None = None) -> list[str | None]:
-    """Per cell, the recipe digest of its job's runs (None for a row not run); `datasets` as in `job_recipe`."""
+def cell_recipes(spec: TableSpec, datasets: dict[str, str] | None = None) -> list[set[str] | None]:
+    """Per cell, the recipe digests of its jobs' runs (None for a row not run); `datasets` as in `job_recipe`."""
     return _recipes(spec, tuple(sorted((datasets or {}).items())))
 
 
 @functools.lru_cache(maxsize=64)
-def _recipes(spec: TableSpec, datasets: tuple[tuple[str, str], ...]) -> list[str | None]:
-    return [None if cell.job is None else job_recipe(cell.job, dict(datasets)) for cell in spec.cells]
+def _recipes(spec: TableSpec, datasets: tuple[tuple[str, str], ...]) -> list[set[str] | None]:
+    return [None if not cell.jobs else {job_recipe(job, dict(datasets)) for job in cell.jobs} for cell in spec.cells]
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -151,10 +153,15 @@ def _load(path: Path, mtime_ns: int) -> TableSpec:
                        "table's runs (the `sweep:` key; default: the table's own name).")
     params = list(dict.fromkeys(p for sweep in sweeps for p in sweep_parameters(sweep) if p.lstrip("+~") != SEED))
     where = " and ".join(str(sweep_file(sweep)) for sweep in sweeps)
+    over = [str(p) for p in _as_list(tree.get("over") or [])]
+    unknown = [p for p in over if p not in params]
+    if unknown:
+        raise fail(f"over names {unknown}, which are not parameters of {where} (its parameters: {', '.join(params)}).")
     columns = _selectors(tree, "columns", params, where, fail)
     rows = _selectors(tree, "rows", params, where, fail)
     reported = _reported(tree.get("reported") or {}, columns, rows, fail)
-    cells = _cells(columns, rows, reported, [job for sweep in sweeps for job in sweep_jobs(sweep)], where, fail)
+    jobs = [job for sweep in sweeps for job in sweep_jobs(sweep)]
+    cells = _cells(columns, rows, reported, jobs, over, where, fail)
     placed = {cell.reported for cell in cells if cell.reported}
     unplaced = tuple(str(rid) for rid in tree.get("unplaced_reported") or ())
     if placed & set(unplaced):
@@ -225,7 +232,8 @@ def _describe(selector: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in selector.items()) or "(any job)"
 
 
-def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], where: str, fail: Any) -> tuple[Cell, ...]:
+def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], over: list[str], where: str,
+           fail: Any) -> tuple[Cell, ...]:
     cells, filled_by = [], {}
     for column, column_selector in columns.items():
         for row, row_selector in rows.items():
@@ -239,7 +247,7 @@ def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], wher
             rid = reported.get((column, row))
             reason = column_selector.get(NOT_RUN) or row_selector.get(NOT_RUN)
             if reason:
-                cells.append(Cell(column, row, None, rid, str(reason)))
+                cells.append(Cell(column, row, (), rid, str(reason)))
                 continue
             conflict = [k for k in column_selector if k in row_selector and
                         not _same(row_selector[k], column_selector[k])]
@@ -254,16 +262,17 @@ def _cells(columns: dict, rows: dict, reported: dict, jobs: list[SweepJob], wher
                 raise fail(f"no job of {where} produces the cell ({column!r}, {row!r}) "
                            f"({_describe(selector)}); the sweep's values: {values}. Fix the value, add it to the "
                            "sweep, or mark the row not_run: <reason>.")
-            if len(found) > 1:
+            fixed = {tuple((k, str(v)) for k, v in job.params.items() if k not in over) for job in found}
+            if len(fixed) > 1:
                 raise fail(f"the cell ({column!r}, {row!r}) ({_describe(selector)}) would be filled by "
                            f"{len(found)} jobs of {where}: {'; '.join(j.label() for j in found)}. Add "
-                           "the parameter that tells them apart to the rows or the columns.")
-            job = found[0]
-            if job.overrides in filled_by:
-                raise fail(f"the job {job.label()} would fill two cells, {filled_by[job.overrides]} and "
-                           f"({column!r}, {row!r}): make their parameters differ.")
-            filled_by[job.overrides] = f"({column!r}, {row!r})"
-            cells.append(Cell(column, row, job, rid))
+                           "the parameter that tells them apart to the rows or the columns (or to `over`).")
+            for job in found:
+                if job.overrides in filled_by:
+                    raise fail(f"the job {job.label()} would fill two cells, {filled_by[job.overrides]} and "
+                               f"({column!r}, {row!r}): make their parameters differ.")
+                filled_by[job.overrides] = f"({column!r}, {row!r})"
+            cells.append(Cell(column, row, tuple(found), rid))
     left = [job.label() for job in jobs if job.overrides not in filled_by]
     if left:
         raise fail(f"{len(left)} job(s) of {where} land in no cell, e.g. {left[0]}. Add the row or column "

@@ -91,8 +91,8 @@ def matching_runs(runs: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
 def runs_of_cells(spec: TableSpec, runs: pd.DataFrame, datasets: Mapping[str, str] | None = None) -> list:
     """Per cell, its runs (None for a row not run): the runs of its job's recipe, each run once."""
     recipes = cell_recipes(spec, dict(datasets or {}))
-    return [None if recipe is None else runs[runs["recipe"] == recipe].drop_duplicates("run_id")
-            for recipe in recipes]
+    return [None if digests is None else runs[runs["recipe"].isin(digests)].drop_duplicates("run_id")
+            for digests in recipes]
 
 
 def runs_of_table(spec: TableSpec, runs: pd.DataFrame, datasets: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -148,6 +148,11 @@ def _cell_line(spec: TableSpec, cell: Any, matched: pd.DataFrame | None, metric:
              "difference": math.nan, "reported_id": placed or "", "reported_source": "", "note": cell.note}
     if matched is None:
         entry["ours_status"] = NOT_RUN
+    elif len(matched) and metric.aggregate is not None:  # one number for the whole cell
+        value = metric.aggregate(matched)
+        entry.update(n=len(matched), seeds=" ".join(str(int(s)) for s in sorted(set(matched["seed"].dropna()))))
+        entry["ours_status"] = MEASURED if math.isfinite(value) else MISSING
+        entry["ours_mean"] = value
     elif len(matched):
         values = metric.value(matched).astype(float).dropna()
         entry["n"] = len(values)
@@ -290,6 +295,10 @@ def _parse_datasets(values: list[str]) -> dict[str, str]:
     return swaps
 
 
+def _jobs(spec: TableSpec) -> list:
+    return [job for cell in spec.cells for job in cell.jobs]
+
+
 def _launch(spec: TableSpec) -> str:
     return " && ".join(f"python -m initbench -m +sweep={sweep}" for sweep in spec.sweeps)
 
@@ -300,7 +309,7 @@ def _list_tables() -> None:
     print(f"Tables (one file each in {TABLE_DIR}; their sweeps in configs/sweep/):")
     for name in table_names():
         spec = load_table(name)
-        jobs = [cell.job for cell in spec.cells if cell.job is not None]
+        jobs = _jobs(spec)
         print(f"  {name:<18} {len(spec.cells):>3} cells {sum(len(j.seeds) for j in jobs):>4} jobs "
               f"{sum(j.runs for j in jobs):>4} runs  {_launch(spec)}  # {spec.title}")
     print("Add a table: a sweep file (configs/sweep/<name>.yaml), a table file (configs/table/<name>.yaml) and the "
@@ -308,14 +317,15 @@ def _list_tables() -> None:
 
 
 def _list_cells(spec: TableSpec) -> None:
-    jobs = [cell.job for cell in spec.cells if cell.job is not None]
+    jobs = _jobs(spec)
     print(f"{spec.path}: {spec.title}")
     sweeps = ", ".join(f"configs/sweep/{sweep}.yaml" for sweep in spec.sweeps)
     print(f"sweep {sweeps}: {sum(len(j.seeds) for j in jobs)} jobs, {sum(j.runs for j in jobs)} runs   "
           f"{_launch(spec)}")
     for cell in spec.cells:
-        what = (f"not run: {cell.note}" if cell.job is None else
-                f"{len(cell.job.seeds)} job(s), {cell.job.runs} run(s): {cell.job.label()}")
+        what = (f"not run: {cell.note}" if not cell.jobs else
+                f"{sum(len(j.seeds) for j in cell.jobs)} job(s), {sum(j.runs for j in cell.jobs)} run(s): "
+                f"{'; '.join(j.label() for j in cell.jobs)}")
         print(f"  {cell.column} | {cell.row} | {what}")
 
 

@@ -144,6 +144,12 @@ class Replicas:
                 grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1))))
         return norms
 
+    def run_tensors(self, run: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Run `run`'s parameters and buffers as views on the device (no copy), for `functional_call` on
+        `template`, whose own storage (meta for K > 1) is never read."""
+        return ({name: self._pick(t, run) for name, t in self._params.items()},
+                {name: self._pick(t, run) for name, t in self._buffers.items()})
+
     def _pick(self, tensor: torch.Tensor, run: int) -> torch.Tensor:
         return tensor if self.count == 1 else tensor[run]
 

@@ -112,6 +112,12 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "device": str(device),
         "init_seconds": run.init_seconds,
         "diverged_reason": run.diverged_reason if run.diverged else "",
+        # λ1 at init (measure.hessian_every includes step 0) and the largest η·λ1 the run met.
+        "init_hessian_lambda_max": next((r["value"] for r in run.rows if r["metric"] == "hessian_lambda_max"
+                                         and r["step"] == 0), math.nan),
+        "max_hessian_lambda_max_x_lr": max((r["value"] for r in run.rows if r["metric"] == "hessian_lambda_max_x_lr"
+                                            and not math.isnan(r["value"])), default=math.nan),
+        "hessian_seconds": run.hessian_seconds,
     }
 
 

@@ -31,6 +31,7 @@ from initbench.errors import UserError
 from initbench.inits import InitContext, InitReport, apply_init
 from initbench.models import build_model
 from initbench.results.files import load_checkpoint, save_checkpoint
+from initbench.train.curvature import HessianMonitor
 from initbench.train.mixup import MixedBatch, draw_epoch_mixing
 from initbench.train.optim import LRSchedule, build_optimizer
 from initbench.train.replicas import Replicas
@@ -57,6 +58,7 @@ class RunState:
     images_trained: int = 0
     loss_bound: float = math.inf  # loss_factor x the run's first training loss
     init_seconds: float = 0.0  # wall time of the init scheme (learned inits: their whole search)
+    hessian_seconds: float = 0.0  # wall time of the λ1 measurements (measure.hessian_every)
     init_scales: list[dict] = field(default_factory=list)  # learned inits' per-tensor scales (init_scales.csv)
     diverged_reason: str = ""
 
@@ -64,9 +66,11 @@ class RunState:
     def diverged(self) -> bool:
         return self.diverged_step is not None
 
-    def record(self, split: str, metric: str, value: float) -> None:
-        self.rows.append({"run_id": self.run_id, "epoch": self.epochs_done, "step": self.steps_done,
-                          "split": split, "metric": metric, "value": value})
+    def record(self, split: str, metric: str, value: float, epoch: int | None = None, step: int | None = None) -> None:
+        """A metrics row, by default at the run's last finished epoch and its step count."""
+        self.rows.append({"run_id": self.run_id, "epoch": self.epochs_done if epoch is None else epoch,
+                          "step": self.steps_done if step is None else step, "split": split, "metric": metric,
+                          "value": value})
 
     def values(self, split: str, metric: str) -> list[float]:
         """Every recorded value of `metric` on `split`, in epoch order."""
@@ -86,7 +90,7 @@ class RunState:
         return min(self.values("test", "error"), default=math.nan)
 
     _SAVED = ("epochs_done", "steps_done", "rows", "diverged_epoch", "diverged_step", "train_seconds",
-              "images_trained", "loss_bound", "init_seconds", "init_scales", "diverged_reason")
+              "images_trained", "loss_bound", "init_seconds", "init_scales", "diverged_reason", "hessian_seconds")
 
     def to_checkpoint(self) -> dict:
         return {name: getattr(self, name) for name in self._SAVED}
@@ -214,6 +218,8 @@ class Trainer:
         self.clip_grad_norm = float(cfg.optim.clip_grad_norm)
         self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
                                    self.loader.steps_per_epoch, self.epochs)
+        self.hessian = None if cfg.measure.hessian_every is None else HessianMonitor(
+            cfg, self.replicas, [run.seed for run in runs], data, device, self.loader.steps_per_epoch, self.epochs)
         # Stored in the models' layout once, so evaluation batches need no per-batch layout copy.
         self.test_images = data.test_images.to(device, memory_format=memory_format)
         self.test_labels = data.test_labels.to(device)
@@ -318,10 +324,12 @@ class Trainer:
         self.replicas.train(True)
         progress = tqdm(total=self.loader.steps_per_epoch, desc=f"epoch {runs[0].epochs_done + 1}/{self.epochs}",
                         leave=False, disable=not (self.cfg.progress and sys.stderr.isatty()))
-        started = time.perf_counter()
+        started, measuring = time.perf_counter(), 0.0
         mixing = None if not self.mixup_alpha else draw_epoch_mixing(
             self.mixup_alpha, [run.generator for run in runs], self.loader.steps_per_epoch, self.cfg.batch_size)
         for index, (images, labels) in enumerate(self.loader.epoch()):
+            if self.hessian is not None and self.hessian.due(step):
+                measuring += self._measure_hessian(step, diverged_at)
             mix = mixing.step(index, labels.shape[1]) if mixing is not None else None
             losses, step_hits = self._train_step(images, labels, step, mix)
             step += 1
@@ -336,9 +344,12 @@ class Trainer:
             if step % check_every == 0 and bool((diverged_at >= 0).all()):
                 break  # every run has diverged: nothing left to train this epoch
         progress.close()
+        last_epoch = runs[0].epochs_done + 1 == self.epochs
+        if last_epoch and self.hessian is not None and self.hessian.due(step):  # after the last step
+            measuring += self._measure_hessian(step, diverged_at)
         losses_host, correct_host = loss_sum.tolist(), correct.tolist()
         diverged_host, bound_host = diverged_at.tolist(), bound.tolist()
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started - measuring  # the throughput leaves the λ1 measurements out
         # The LR of the epoch's last step, from the schedule: param_groups[0] may be a group with a multiplier.
         last_lr = self.cfg.optim.lr * self.schedule.factor(step - 1)
         for run, alive, loss, hits, diverged_step, run_bound in zip(runs, alive_before, losses_host, correct_host,
@@ -357,6 +368,19 @@ class Trainer:
                 run.diverged_step, run.diverged_epoch = diverged_step, run.epochs_done
                 run.diverged_reason = (f"training loss non-finite or above divergence.loss_factor="
                                        f"{self.cfg.divergence.loss_factor:g} x its first value")
+
+    def _measure_hessian(self, step: int, diverged_at: torch.Tensor) -> float:
+        """λ1 of every run still training, before optimizer step `step`; returns the seconds it took."""
+        started = time.perf_counter()
+        alive = (diverged_at < 0).tolist()  # a host read, at measurement steps only
+        lr = self.cfg.optim.lr * self.schedule.factor(step)
+        epoch = step // self.loader.steps_per_epoch
+        for run, (rows, seconds) in zip(self.runs, self.hessian.measure(step, lr, alive, self.optimizer)):
+            run.hessian_seconds += seconds
+            for metric, value in rows.items():
+                run.record("train", metric, value, epoch=epoch, step=step)
+        self.replicas.train(True)
+        return time.perf_counter() - started
 
     @torch.no_grad()
     def evaluate(self) -> None:
