@@ -252,14 +252,14 @@ def test_the_largest_stable_lr_reduces_a_cell_over_its_lr_jobs(tmp_path: Path):
         for seed, blew_up in enumerate(outcomes):
             run_of(tmp_path / f"lr{lr}-s{seed}", [*recipe, f"optim.lr={lr}"], seed, [] if blew_up else [50.0, 40.0],
                    diverged=blew_up)
-    built = build_table(load_table("max_stable_lr"), collect_runs(tmp_path), load_reported())
+    built = build_table(load_table("curvature_stable_lr"), collect_runs(tmp_path), load_reported())
     cell = by_row(built, "no warmup")["no normalisation + Kaiming"]
     assert cell["ours_mean"] == pytest.approx(0.1) and cell["n"] == 12  # 0.3: 2 of 3 diverged, 0.1: 1 of 3
     assert "| no warmup | no normalisation + Kaiming | 0.100 | 12 | — | — |" in render_markdown(built)
     assert by_row(built, "no warmup")["Fixup"]["ours_status"] == "missing"
 
 
-@pytest.mark.parametrize("name", ["curvature_trajectory", "max_stable_lr", "arpit_hessian"])
+@pytest.mark.parametrize("name", ["curvature_trajectory", "curvature_stable_lr", "arpit_hessian"])
 def test_the_curvature_tables_print(name: str, fixup_runs: Path, tmp_path: Path, capsys):
     table_main([name, "--root", str(fixup_runs), "--out", str(tmp_path)])
     printed = capsys.readouterr().out
