@@ -142,7 +142,7 @@ def test_heavy_ball_momentum_diverges_above_eta_lambda_3_8_and_not_below():
         first = None
         for _ in range(400):
             loss = 0.5 * theta @ matrix @ theta
-            first = float(loss) if first is None else first
+            first = loss.item() if first is None else first
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
