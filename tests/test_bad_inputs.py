@@ -225,6 +225,13 @@ CASES = {
                                    r"use norm=none or norm=batchnorm"),
     "metainit_unknown_data": Case(["init=metainit", "init.data=real"], r"init\.data='real' is not supported",
                                   r"synthetic, train"),
+    # IDInit readings
+    "idinit_tau_zero": Case(["init=idinit", "init.tau=0"], r"init\.tau=0\.0 must be > 0",
+                            r"1 \(the paper's usual value\)"),
+    "idinit_unknown_conv": Case(["init=idinit", "init.conv=diagonal"], r"init\.conv='diagonal' is not supported",
+                                r"patch_cin_fastest, patch_torch, channel"),
+    "unknown_idinit_reading": Case(["+idinit_reading=tau_1"], r"Could not find 'idinit_reading/tau_1'",
+                                   r"tau_half"),
     # seeds and devices
     "negative_seed": Case(["seed=-1"], r"seed=-1 must be >= 0", r">= 0"),
     "text_seed": Case(["seed=abc"], r"seed='abc'", r"give an integer \(seed=3\)"),

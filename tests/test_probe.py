@@ -51,6 +51,7 @@ def test_probe_cli_writes_probe_csv_in_its_own_dir_and_leaves_training_runs_alon
     probed = run_cli([*TINY, "init=fixup", "task=probe", "probe.batch_size=8", "probe.hessian=false"], workdir)
     assert probed.returncode == 0, probed.stderr
     assert "feature_rms" in probed.stdout and "probe.csv" in probed.stdout
+    assert "weight_grad_rms first layer 0  last layer" in probed.stdout  # Fixup: only the classifier learns
 
     runs = sorted((workdir / "results" / "runs").iterdir())
     assert len(runs) == 2, "a probe and a training run of the same config must not share a folder"

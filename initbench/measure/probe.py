@@ -126,6 +126,11 @@ def format_probe(rows: list[dict]) -> str:
     """A short table: the net's quantities, then act/grad RMS of up to SHOWN_BLOCKS evenly spaced blocks."""
     net = {r["quantity"]: r["value"] for r in rows if r["layer"] == NET}
     lines = ["  ".join(f"{q} {net[q]:.4g}" for q in ("input_rms", "feature_rms", "output_rms", "loss"))]
+    weight_grads = [r["value"] for r in sorted(rows, key=lambda r: r["index"])
+                    if r["kind"] in ("conv", "linear") and r["quantity"] == "weight_grad_rms"]
+    if weight_grads:  # how evenly the first step reaches the net: input and output ends
+        lines.append(f"output/input rms {net['output_rms'] / net['input_rms']:.4g}  weight_grad_rms first layer "
+                     f"{weight_grads[0]:.4g}  last layer {weight_grads[-1]:.4g}")
     blocks: dict[str, dict] = {}
     for r in rows:
         if r["kind"] == "block":
