@@ -232,9 +232,14 @@ def job_name(*, _root_: DictConfig) -> str:
     return f"probe-{name}" if resolved.get("task") == "probe" else name
 
 
+def as_list(value: Any) -> list:
+    """A setting that takes one value or a list of them (seed, measure.hessian_every, a table's metric), as a list."""
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
+
+
 def seeds_of(seed: Any) -> list[int]:
     """`seed` is one int, or a list of ints trained together as fused runs."""
-    values = list(seed) if OmegaConf.is_list(seed) or isinstance(seed, (list, tuple)) else [seed]
+    values = as_list(seed)
     if not values or not all(isinstance(s, int) and not isinstance(s, bool) for s in values):
         raise ConfigError(f"seed={seed!r}: give an integer (seed=3) or a list of integers (seed=[0,1,2]).")
     if len(set(values)) != len(values):
@@ -360,7 +365,7 @@ def hessian_schedule(every: Any, steps_per_epoch: int, epochs: int) -> list[int]
     if isinstance(every, int) and not isinstance(every, bool):
         return list(range(0, total + 1, every))
     steps = set()
-    for entry in every:
+    for entry in as_list(every):
         steps |= set(range(steps_per_epoch, total + 1, steps_per_epoch)) if entry == "epoch" else {entry}
     return sorted(steps)
 
@@ -381,7 +386,7 @@ def _check_hessian(measure: DictConfig) -> None:
     if isinstance(every, bool) or (isinstance(every, int) and every < 1):
         raise ConfigError(f"measure.hessian_every={every!r} is not a schedule. {hint}")
     if every is not None and not isinstance(every, int):
-        entries = list(every) if OmegaConf.is_list(every) or isinstance(every, (list, tuple)) else [every]
+        entries = as_list(every)
         bad = [e for e in entries if e != "epoch" and (not isinstance(e, int) or isinstance(e, bool) or e < 0)]
         if bad or not entries:
             raise ConfigError(f"measure.hessian_every={every!r}: {bad or 'an empty list'} is not a step. {hint}")

@@ -235,7 +235,8 @@ def hessian_cost(net_name: str, args: argparse.Namespace, device: torch.device, 
     """Seconds of one λ1 estimate over seconds of one training step, on the same net and batch size."""
     from omegaconf import OmegaConf
 
-    from initbench.measure.hessian import HessianOperator, estimate
+    from initbench.config import HessianConfig
+    from initbench.measure.hessian import estimate, settings_operator
 
     shape = net_shape(net_name, Variant("ours fp32"), args)
     data = random_split(shape.steps * shape.batch, shape.batch)
@@ -244,8 +245,8 @@ def hessian_cost(net_name: str, args: argparse.Namespace, device: torch.device, 
     step = median_seconds(trainer.train_epoch, device, args.warmup, args.repeats) / shape.steps
     images, labels = data.train_images[: shape.batch].to(device), data.train_labels[: shape.batch].to(device)
     batch = (trainer.normalize(images), labels)
-    operator = HessianOperator(trainer.replicas.template, *trainer.replicas.run_tensors(0), lambda: [batch])
-    settings = OmegaConf.create({"method": "lanczos", "steps": 20, "trace_samples": 0, "arpit_quirks": False})
+    settings = OmegaConf.structured(HessianConfig)  # the gilmer preset: Lanczos, 20 steps
+    operator = settings_operator(settings, trainer.replicas.template, *trainer.replicas.run_tensors(0), lambda: [batch])
     one = median_seconds(lambda: estimate(operator, settings, 0), device, 1, args.repeats)
     print(f"  {net_name:<10} one λ1 estimate {one:8.3f} s, one training step {step:8.4f} s: ratio {one / step:8.1f}"
           f"  ({operator.ad} mode, batch {shape.batch})")

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call
 
+from initbench.config import hessian_schedule
 from initbench.errors import ConfigError
 from initbench.measure.hessian import HessianOperator, estimate, lanczos, power_iteration
 from initbench.models import build_model
@@ -230,3 +231,9 @@ def test_a_non_finite_product_gives_nan_not_an_error():
     blown = lanczos(lambda v: v * math.inf, 5, 3, generator, torch.float64, torch.device("cpu"))
     assert math.isnan(float(blown[-1]))
     assert math.isnan(power_iteration(lambda v: v * math.nan, 5, 3, generator, torch.float64, torch.device("cpu")))
+
+
+@pytest.mark.parametrize(("every", "steps"), [(4, [0, 4, 8]), ([0, 3, "epoch"], [0, 3, 5, 10]), ("epoch", [5, 10]),
+                                              (None, [])])
+def test_hessian_every_gives_the_measured_steps_for_a_period_a_list_or_one_entry(every, steps):
+    assert hessian_schedule(every, steps_per_epoch=5, epochs=2) == steps  # measure.hessian_every=epoch: one entry

@@ -13,8 +13,9 @@ import torch
 from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
 from initbench.data.types import ImageData
 
-# Away from the run's data order (seed), the WN batch (10_000 + seed), the probe (20_000 + seed) and the Hessian
-# measurement batches (50_000 + seed).
+# Learned inits draw from 30_000 + seed: away from the run's data order (seed) and the other samplers' streams,
+# the init batch of WN/LSUV (10_000 + seed), the probe (20_000), MetaInit's synthetic data (40_000) and the
+# Hessian measurement batches (50_000).
 SEED_OFFSET = 30_000
 
 

@@ -57,6 +57,26 @@ def residual_blocks(model: nn.Module) -> list[nn.Module]:
     return list(model.residual_blocks()) if hasattr(model, "residual_blocks") else []
 
 
+def branch_ends(model: nn.Module) -> set[nn.Module]:
+    """The last weight layer of every residual branch (the one Fixup, ZerO and IDInit zero or nearly so)."""
+    return {block.branch_layers()[-1] for block in residual_blocks(model)}
+
+
+def classifier(model: nn.Module) -> nn.Module | None:
+    """The final linear layer of our nets (`fc`), or None for a model without one."""
+    return getattr(model, "fc", None)
+
+
+def centre_tap(matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A [c_out, c_in] matrix as the kernel of `weight` (a linear weight: the matrix itself): on the centre tap,
+    0 on every other tap, so a stride-1 conv applies the matrix to each pixel's channels."""
+    if weight.dim() == 2:
+        return matrix
+    kernel = torch.zeros(weight.shape, dtype=matrix.dtype)
+    kernel[:, :, weight.shape[2] // 2, weight.shape[3] // 2] = matrix
+    return kernel
+
+
 RESIDUAL_ARCHS = ("resnet", "wrn")
 
 

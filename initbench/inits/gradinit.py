@@ -23,6 +23,7 @@ normalised SGD, 390 iterations, 2 x 64 images, α_min 0.01, grad clip 1, and τ 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -116,9 +117,11 @@ def apply(model: nn.Module, params: GradInitParams, context: InitContext) -> Non
             loss = F.cross_entropy(logits.float(), torch.cat([y0, y1]))
             grads = torch.autograd.grad(loss, scales.params, create_graph=True)
             norm = gradient_norm(grads, params.algorithm)
-            if not torch.isfinite(norm):  # one host read per iteration: which step to take
-                return _diverged(scales, context, f"gradient norm on S1 at iteration {iteration + 1}")
-            if norm.item() > params.gamma:
+            value = norm.item()  # one host read per iteration: which step to take
+            if not math.isfinite(value):
+                return scales.give_up(context, f"init=gradinit: non-finite gradient norm on S1 at iteration "
+                                               f"{iteration + 1}")
+            if value > params.gamma:
                 optimizer.step(scales.derivative(torch.autograd.grad(norm, scales.params)), constraint=True)
                 constraint_steps += 1
                 continue
@@ -129,15 +132,10 @@ def apply(model: nn.Module, params: GradInitParams, context: InitContext) -> Non
             objective = lookahead_loss(model, scales, step, torch.cat([x0, x2]), torch.cat([y0, y2]), params.eta,
                                        context)
             if not torch.isfinite(objective):
-                return _diverged(scales, context, f"look-ahead loss at iteration {iteration + 1}")
+                return scales.give_up(context, f"init=gradinit: non-finite look-ahead loss at iteration "
+                                               f"{iteration + 1}")
             optimizer.step(scales.derivative(torch.autograd.grad(objective, scales.params)))
     context.report.scales = scales.rows(params.iterations, constraint_steps)
-
-
-def _diverged(scales: TensorScales, context: InitContext, what: str) -> None:
-    scales.restore()
-    context.report.scales = scales.rows(0, 0)
-    context.report.diverged = f"init=gradinit: non-finite {what}"
 
 
 register(InitScheme("gradinit", GradInitParams, apply, check))

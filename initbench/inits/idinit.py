@@ -55,7 +55,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from initbench.errors import ConfigError, choice_error
-from initbench.inits.common import residual_blocks, set_weight, weight_layers, zero_biases
+from initbench.inits.common import branch_ends, centre_tap, classifier, set_weight, weight_layers, zero_biases
 from initbench.inits.registry import InitContext, InitScheme, register
 
 
@@ -136,22 +136,19 @@ def from_matrix(matrix: torch.Tensor, weight: torch.Tensor, conv: str = "patch_c
     if conv == "patch_torch":
         return matrix.view(c_out, c_in, kh, kw)
     if conv == "channel":
-        kernel = torch.zeros(c_out, c_in, kh, kw)
-        kernel[:, :, kh // 2, kw // 2] = matrix
-        return kernel
+        return centre_tap(matrix, weight)
     return matrix.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2).contiguous()
 
 
 def apply(model: nn.Module, params: IDInitParams, context: InitContext) -> None:
-    branch_ends = {block.branch_layers()[-1] for block in residual_blocks(model)}
-    classifier = getattr(model, "fc", None)
+    ends, last = branch_ends(model), classifier(model)
     for layer in weight_layers(model):
-        if layer is classifier and params.classifier != "identity":
+        if layer is last and params.classifier != "identity":
             if params.classifier == "zero":
                 layer.weight.zero_()
             continue  # "default": the model's own init
         rows, cols = as_matrix_shape(layer.weight, params.conv)
-        end = layer in branch_ends
+        end = layer in ends
         matrix = idiz(rows, cols, params.epsilon, params.idiz) if end else idi(rows, cols, params.tau)
         if params.noise:
             jitter = params.noise * torch.randn_like(matrix)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from initbench.errors import choice_error
-from initbench.inits.common import empty_like_weight, set_weight, weight_layers, zero_biases
+from initbench.inits.common import classifier, empty_like_weight, set_weight, weight_layers, zero_biases
 from initbench.inits.registry import InitContext, InitScheme, register
 
 
@@ -36,7 +36,7 @@ def check(model_cfg: DictConfig, norm: str, params: KaimingParams) -> None:
 
 def apply(model: nn.Module, params: KaimingParams, context: InitContext) -> None:
     draw = nn.init.kaiming_normal_ if params.distribution == "normal" else nn.init.kaiming_uniform_
-    kept = getattr(model, "fc", None) if params.classifier == "model" else None
+    kept = classifier(model) if params.classifier == "model" else None
     for layer in weight_layers(model):
         if layer is not kept:
             set_weight(layer, draw(empty_like_weight(layer), mode=params.mode, nonlinearity="relu"))

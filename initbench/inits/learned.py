@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from initbench.errors import ConfigError
-from initbench.inits.registry import INIT_SCHEMES, InitContext, _scheme_and_params
+from initbench.inits.registry import INIT_SCHEMES, InitContext, apply_init, check_init
 
 LEARNED = ("gradinit", "metainit")
 
@@ -46,9 +46,7 @@ def check_base(name: str, spec: str, model_cfg: Any, norm: str) -> None:
                           f"must be a fixed scheme ({fixed}), not a learned one.")
     if base.name not in INIT_SCHEMES:
         raise ConfigError(f"init.base={spec!r}: {base.name!r} is not an init scheme. Fixed schemes: {fixed}.")
-    scheme, params = _scheme_and_params(base)
-    if scheme.check is not None:
-        scheme.check(model_cfg, norm, params)
+    check_init(base, model_cfg, norm)
 
 
 def check_common(name: str, model_cfg: Any, norm: str, iterations: int, batch_size: int, min_scale: float) -> None:
@@ -65,8 +63,6 @@ def check_common(name: str, model_cfg: Any, norm: str, iterations: int, batch_si
 
 
 def apply_base(model: nn.Module, spec: str, context: InitContext) -> None:
-    from initbench.inits.registry import apply_init
-
     apply_init(model, parse_base(spec), context)
 
 
@@ -94,9 +90,9 @@ class TensorScales:
         self.params = [param for _, param in named]
         self.initial = [param.detach().clone() for param in self.params]
         device = self.params[0].device
-        norms = torch.stack([w.float().norm() for w in self.initial])
+        self.initial_norms = torch.stack([w.float().norm() for w in self.initial])
         chosen = torch.tensor(scaled if scaled is not None else [True] * len(named), device=device)
-        self.scalable = (norms > 0) & chosen  # zero tensors are never scaled
+        self.scalable = (self.initial_norms > 0) & chosen  # zero tensors are never scaled
         # Biases may shrink to 0, every other tensor only down to min_scale (the code's two groups).
         is_bias = torch.tensor([name.rsplit(".", 1)[-1] == "bias" for name in self.names], device=device)
         self.min_scale = torch.where(is_bias, 0.0, float(min_scale))
@@ -122,6 +118,12 @@ class TensorScales:
         self.alpha = torch.ones_like(self.alpha)
         for param, initial in zip(self.params, self.initial):
             param.copy_(initial)
+
+    def give_up(self, context: InitContext, reason: str) -> None:
+        """A search that went non-finite: the base init back, and the run marked diverged before its first step."""
+        self.restore()
+        context.report.scales = self.rows(0, 0)
+        context.report.diverged = reason
 
     def rows(self, iterations: int, constraint_steps: int) -> list[dict]:
         """The rows of init_scales.csv."""

@@ -28,6 +28,7 @@ from torch import nn
 from initbench.errors import ConfigError, UserError
 from initbench.inits.common import weight_layers, zero_biases
 from initbench.inits.registry import InitContext, InitScheme, register
+from initbench.models.modes import eval_mode
 
 
 @dataclass
@@ -74,14 +75,12 @@ def apply(model: nn.Module, params: LSUVParams, context: InitContext) -> None:
         return output
 
     handles = [layer.register_forward_hook(rescale) for layer in layers]
-    was_training = model.training
-    model.eval()
     try:
-        model(context.batch().to(next(model.parameters()).device))
+        with eval_mode(model):
+            model(context.batch().to(next(model.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     if failure:
         context.report.diverged = f"init=lsuv: {failure[0]}"
 

@@ -84,7 +84,7 @@ class SignedMomentum:
     def __init__(self, scales: TensorScales, lr: float, momentum: float):
         self.scales, self.lr, self.momentum = scales, lr, momentum
         self.memory = torch.zeros_like(scales.alpha)
-        self.initial_norms = torch.stack([w.float().norm() for w in scales.initial])
+        self.initial_norms = scales.initial_norms
 
     def step(self, derivative: torch.Tensor) -> None:
         # ∂GQ/∂||W|| = ⟨∂GQ/∂W, W⟩/||W|| = (dGQ/dα)/||W^0||, whose sign is that of dGQ/dα.
@@ -117,10 +117,8 @@ def apply(model: nn.Module, params: MetaInitParams, context: InitContext) -> Non
                 logits = model(images)
             quotient = gradient_quotient(F.cross_entropy(logits.float(), labels), scales.params, params.eps)
             if not torch.isfinite(quotient):
-                scales.restore()
-                context.report.scales = scales.rows(0, 0)
-                context.report.diverged = f"init=metainit: non-finite gradient quotient at iteration {iteration + 1}"
-                return
+                return scales.give_up(context, f"init=metainit: non-finite gradient quotient at iteration "
+                                               f"{iteration + 1}")
             optimizer.step(scales.derivative(torch.autograd.grad(quotient, scales.params)))
     context.report.scales = scales.rows(params.iterations, 0)
 

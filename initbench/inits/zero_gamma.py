@@ -7,8 +7,6 @@ postact and preact, basic and bottleneck blocks); Goyal et al. state it for post
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from omegaconf import DictConfig
 from torch import nn
 
@@ -21,12 +19,7 @@ DEFINED = ("init=zero_gamma is defined for residual nets with BN in their branch
            "norm=batchnorm, model.layout=postact or preact")
 
 
-@dataclass
-class ZeroGammaParams(kaiming.KaimingParams):
-    pass  # the Kaiming options of the weights; the zero γ has no constant
-
-
-def check(model_cfg: DictConfig, norm: str, params: ZeroGammaParams) -> None:
+def check(model_cfg: DictConfig, norm: str, params: kaiming.KaimingParams) -> None:
     problems = []
     if not is_residual_arch(model_cfg):
         problems.append(f"model.arch={model_cfg.arch} (no residual branches)")
@@ -39,7 +32,7 @@ def check(model_cfg: DictConfig, norm: str, params: ZeroGammaParams) -> None:
     kaiming.check(model_cfg, norm, params)
 
 
-def apply(model: nn.Module, params: ZeroGammaParams, context: InitContext) -> None:
+def apply(model: nn.Module, params: kaiming.KaimingParams, context: InitContext) -> None:
     kaiming.apply(model, params, context)
     for block in residual_blocks(model):
         last = block.branch_norms()[-1]
@@ -47,4 +40,4 @@ def apply(model: nn.Module, params: ZeroGammaParams, context: InitContext) -> No
         last.bias.zero_()
 
 
-register(InitScheme("zero_gamma", ZeroGammaParams, apply, check))
+register(InitScheme("zero_gamma", kaiming.KaimingParams, apply, check))  # the weights' Kaiming options

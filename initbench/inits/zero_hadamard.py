@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from initbench.errors import ConfigError
-from initbench.inits.common import residual_blocks, set_weight, weight_layers, zero_biases
+from initbench.inits.common import branch_ends, centre_tap, classifier, set_weight, weight_layers, zero_biases
 from initbench.inits.registry import InitContext, InitScheme, register
 
 
@@ -52,12 +52,7 @@ def zero_matrix(rows: int, cols: int) -> torch.Tensor:
 
 def zero_weight(weight: torch.Tensor) -> torch.Tensor:
     """The rule on a linear weight, or on the centre tap of a conv kernel (other taps 0)."""
-    matrix = zero_matrix(weight.shape[0], weight.shape[1]).to(weight.dtype)
-    if weight.dim() == 2:
-        return matrix
-    kernel = torch.zeros_like(weight, device="cpu")
-    kernel[:, :, weight.shape[2] // 2, weight.shape[3] // 2] = matrix
-    return kernel
+    return centre_tap(zero_matrix(weight.shape[0], weight.shape[1]).to(weight.dtype), weight)
 
 
 def check(model_cfg: DictConfig, norm: str, params: ZerOParams) -> None:
@@ -67,10 +62,9 @@ def check(model_cfg: DictConfig, norm: str, params: ZerOParams) -> None:
 
 
 def apply(model: nn.Module, params: ZerOParams, context: InitContext) -> None:
-    last_of_branch = {block.branch_layers()[-1] for block in residual_blocks(model)}
-    classifier = getattr(model, "fc", None)
+    zeroed = branch_ends(model) | {classifier(model)}
     for layer in weight_layers(model):
-        zero = layer in last_of_branch or layer is classifier
+        zero = layer in zeroed
         set_weight(layer, torch.zeros_like(layer.weight) if zero else zero_weight(layer.weight).to(layer.weight))
     zero_biases(model)
 

@@ -42,7 +42,6 @@ Vector = torch.Tensor  # every parameter tensor flattened into one vector
 class HessianEstimate:
     lambda_max: float  # NaN when a product went non-finite
     trace: float = math.nan
-    ad: str = ""  # the AD mode the products used
 
 
 class HessianOperator:
@@ -50,13 +49,14 @@ class HessianOperator:
 
     def __init__(self, module: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                  batches: Callable[[], list[Batch]], bn_mode: str = "train", ad: str = "auto",
-                 mean_divisor: Callable[[int], int] = lambda n: n):
+                 arpit_mean: bool = False):
         self.module, self.buffers, self.batches, self.bn_mode = module, buffers, batches, bn_mode
         self.names = list(params)
         self.params = {name: tensor.detach() for name, tensor in params.items()}
         self.shapes = [tensor.shape for tensor in self.params.values()]
         self.sizes = [tensor.numel() for tensor in self.params.values()]
-        self.ad, self.mean_divisor = ad, mean_divisor
+        self.ad = ad
+        self.arpit_mean = arpit_mean  # Arpit et al.'s code divides the sum of the batches' products by batches + 1
         self.dtype, self.device = next(iter(self.params.values())).dtype, next(iter(self.params.values())).device
 
     @property
@@ -93,7 +93,7 @@ class HessianOperator:
         with mode(self.module):
             for batch in batches:
                 total += self.flat(self._product(tangent, batch))
-        return total / self.mean_divisor(len(batches))
+        return total / (len(batches) + 1 if self.arpit_mean else len(batches))
 
     def _product(self, tangent: dict[str, torch.Tensor], batch: Batch) -> list[torch.Tensor]:
         if self.ad in ("auto", "forward"):
@@ -185,7 +185,22 @@ def estimate(operator: HessianOperator, cfg: DictConfig, seed: int,
         if cfg.trace_samples and denominator is None:
             trace = hutchinson_trace(apply, operator.dim, cfg.trace_samples, generator, operator.dtype,
                                      operator.device)
-    return HessianEstimate(top if math.isfinite(top) else math.nan, trace, operator.ad)
+    return HessianEstimate(top if math.isfinite(top) else math.nan, trace)
+
+
+def estimate_seed(seed: int, step: int = 0) -> int:
+    """The random start of the estimate at optimizer step `step` of the run with `seed`: the probe's λ1 at init is
+    the training run's at step 0."""
+    return seed * 100_003 + step
+
+
+def settings_operator(settings: DictConfig, module: nn.Module, params: dict[str, torch.Tensor],
+                      buffers: dict[str, torch.Tensor], batches: Callable[[], list[Batch]]) -> HessianOperator:
+    """The operator `settings` (measure.hessian) describe, checked against the model's parameter count."""
+    operator = HessianOperator(module, params, buffers, batches, settings.bn_mode, settings.ad,
+                               settings.arpit_quirks)
+    check_settings(settings, operator.dim)
+    return operator
 
 
 def check_settings(cfg: DictConfig, parameter_count: int) -> None:

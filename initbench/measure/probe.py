@@ -30,6 +30,7 @@ from torch.nn.utils import parametrize
 from initbench.config import validate
 from initbench.data import ImageData, load_dataset
 from initbench.data.augment import Normalize
+from initbench.data.sampler import TrainingSampler
 from initbench.errors import ConfigError
 from initbench.inits.common import residual_blocks
 from initbench.results.files import write_csv
@@ -40,6 +41,7 @@ PROBE_FILE = "probe.csv"
 PROBE_COLUMNS = ("layer", "index", "kind", "quantity", "value")
 NET = "net"
 SHOWN_BLOCKS = 12
+PROBE_SEED_OFFSET = 20_000  # the probe batch's own stream (data/sampler.py lists the others)
 
 
 def _rms(tensor: torch.Tensor) -> float:
@@ -117,9 +119,7 @@ def probe_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) ->
 
 def probe_batch(data: ImageData, seed: int, size: int, normalize: Normalize) -> tuple[torch.Tensor, torch.Tensor]:
     """`size` training images (normalised, not augmented) and labels, drawn by a generator of their own."""
-    generator = torch.Generator().manual_seed(20_000 + seed)
-    index = torch.randperm(len(data.train_labels), generator=generator)[:size]
-    return normalize(data.train_images[index]), data.train_labels[index]
+    return TrainingSampler(data, seed, normalize, False, 0, torch.device("cpu"), PROBE_SEED_OFFSET)(size)
 
 
 def format_probe(rows: list[dict]) -> str:
@@ -151,16 +151,13 @@ def format_probe(rows: list[dict]) -> str:
 def hessian_at_init(cfg: DictConfig, model: nn.Module, data: ImageData, seed: int, device: torch.device) -> float:
     """λ1 at init, on the measurement batches of the training run of this config and seed."""
     from initbench.data.loaders import steps_per_epoch
-    from initbench.measure.hessian import HessianOperator, check_settings, estimate
+    from initbench.measure.hessian import estimate, estimate_seed, settings_operator
     from initbench.train.curvature import measurement_batches
 
-    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
-    check_settings(cfg.measure.hessian, sum(p.numel() for p in params.values()))
     batches = measurement_batches(cfg, data, seed, device, steps_per_epoch(len(data.train_labels), cfg.batch_size))
-    divisor = (lambda n: n + 1) if cfg.measure.hessian.arpit_quirks else (lambda n: n)
-    operator = HessianOperator(model, params, buffers, batches, cfg.measure.hessian.bn_mode, cfg.measure.hessian.ad,
-                               divisor)
-    return estimate(operator, cfg.measure.hessian, seed * 100_003).lambda_max
+    operator = settings_operator(cfg.measure.hessian, model, dict(model.named_parameters()),
+                                 dict(model.named_buffers()), batches)
+    return estimate(operator, cfg.measure.hessian, estimate_seed(seed)).lambda_max
 
 
 def probe_job(cfg: DictConfig, job_dir: Path) -> list[list[dict]]:

@@ -31,7 +31,8 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """MetaInit's mode: model.eval(), so BN is the affine map of its initial running statistics."""
+    """model.eval() for the block, then the mode the model had: BN is the affine map of its running statistics
+    (MetaInit's mode; LSUV's and the Hessian's eval bn_mode)."""
     was_training = model.training
     model.eval()
     try:

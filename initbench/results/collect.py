@@ -9,7 +9,8 @@ import pandas as pd
 import yaml
 
 from initbench.config import recipe_digest
-from initbench.results.files import CONFIG_FILE, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, read_summary
+from initbench.results.files import (CONFIG_FILE, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, TEXT_SUMMARY_COLUMNS,
+                                     read_summary)
 
 
 def collect_summaries(root: Path) -> pd.DataFrame:
@@ -20,12 +21,9 @@ def collect_summaries(root: Path) -> pd.DataFrame:
         if row is not None:
             rows.append({**row, "run_dir": str(path.parent)})
     table = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "run_dir"])
-    numeric = ["depth", "lr", "epochs", "batch_size", "weight_decay", "seed", "fused_runs", "epochs_done",
-               "diverged_epoch", "diverged_step", "final_test_error", "best_test_error", "first_epoch_test_error",
-               "final_test_loss", "final_train_loss", "final_train_error", "wall_time_s", "images_per_s",
-               "init_seconds", "init_hessian_lambda_max", "max_hessian_lambda_max_x_lr", "hessian_seconds"]
-    for column in numeric:
-        table[column] = pd.to_numeric(table[column], errors="coerce")
+    for column in SUMMARY_COLUMNS:
+        if column not in TEXT_SUMMARY_COLUMNS:
+            table[column] = pd.to_numeric(table[column], errors="coerce")
     table["diverged"] = table["diverged"].astype(str).str.lower().eq("true")
     return table
 

@@ -31,16 +31,19 @@ INIT_SCALES_FILE = "init_scales.csv"
 
 METRIC_COLUMNS = ("run_id", "epoch", "step", "split", "metric", "value")
 INIT_SCALES_COLUMNS = ("tensor", "shape", "scale", "iterations", "constraint_steps")
+# Columns added after the first release: a summary without them is still read (they are blank).
+LATER_SUMMARY_COLUMNS = ("init_seconds", "diverged_reason", "init_hessian_lambda_max", "max_hessian_lambda_max_x_lr",
+                         "hessian_seconds")
 SUMMARY_COLUMNS = (
     "run_id", "experiment", "dataset", "model", "depth", "norm", "init", "optimizer", "lr", "warmup",
     "schedule", "epochs", "batch_size", "weight_decay", "seed", "fused_runs", "epochs_done", "diverged",
     "diverged_epoch", "diverged_step", "final_test_error", "best_test_error", "first_epoch_test_error",
     "final_test_loss", "final_train_loss", "final_train_error", "wall_time_s", "images_per_s", "device",
-    "init_seconds", "diverged_reason", "init_hessian_lambda_max", "max_hessian_lambda_max_x_lr", "hessian_seconds",
+    *LATER_SUMMARY_COLUMNS,
 )
-# Columns added after the first release: a summary without them is still read (they are blank).
-LATER_SUMMARY_COLUMNS = ("init_seconds", "diverged_reason", "init_hessian_lambda_max", "max_hessian_lambda_max_x_lr",
-                         "hessian_seconds")
+# The text columns; collect_summaries reads every other summary column as a number.
+TEXT_SUMMARY_COLUMNS = ("run_id", "experiment", "dataset", "model", "norm", "init", "optimizer", "warmup", "schedule",
+                        "diverged", "device", "diverged_reason")
 
 
 _UMASK = os.umask(0)

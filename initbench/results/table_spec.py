@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from initbench.config import CONFIG_DIR
+from initbench.config import CONFIG_DIR, as_list
 from initbench.errors import ConfigError, choice_error
 from initbench.results.sweeps import SEED, SweepJob, job_recipe, sweep_file, sweep_jobs, sweep_parameters
 
@@ -142,18 +142,18 @@ def _load(path: Path, mtime_ns: int) -> TableSpec:
                    f"has {', '.join(_REQUIRED)} and optionally {', '.join(_OPTIONAL)}.")
     from initbench.results.metrics import METRICS
 
-    metrics = tuple(_as_list(tree["metric"]))
+    metrics = tuple(as_list(tree["metric"]))
     for metric in metrics:
         if metric not in METRICS:
             raise fail(f"metric={metric!r} is not one of: {', '.join(METRICS)}.")
-    sweeps = tuple(str(sweep) for sweep in _as_list(tree.get("sweep", name)))
+    sweeps = tuple(str(sweep) for sweep in as_list(tree.get("sweep", name)))
     for sweep in sweeps:
         if not sweep_file(sweep).is_file():
             raise fail(f"sweep={sweep!r}: {sweep_file(sweep)} does not exist. Name the sweeps that produce this "
                        "table's runs (the `sweep:` key; default: the table's own name).")
     params = list(dict.fromkeys(p for sweep in sweeps for p in sweep_parameters(sweep) if p.lstrip("+~") != SEED))
     where = " and ".join(str(sweep_file(sweep)) for sweep in sweeps)
-    over = [str(p) for p in _as_list(tree.get("over") or [])]
+    over = [str(p) for p in as_list(tree.get("over") or [])]
     unknown = [p for p in over if p not in params]
     if unknown:
         raise fail(f"over names {unknown}, which are not parameters of {where} (its parameters: {', '.join(params)}).")
@@ -171,10 +171,6 @@ def _load(path: Path, mtime_ns: int) -> TableSpec:
         raise fail("notes: give a list of strings (one line each under the table).")
     return TableSpec(name, path, sweeps, str(tree["title"]), metrics, str(tree.get("column_header", "setting")),
                      cells, tuple(notes), unplaced)
-
-
-def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _selectors(tree: dict, key: str, params: list[str], where: str, fail: Any) -> dict[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from initbench.data import ImageData
 from initbench.data.augment import Normalize
 from initbench.data.sampler import TrainingSampler
 from initbench.errors import ConfigError
-from initbench.measure.hessian import Batch, HessianOperator, check_settings, estimate
+from initbench.measure.hessian import Batch, HessianOperator, estimate, estimate_seed, settings_operator
 from initbench.train.replicas import Replicas
 
 SEED_OFFSET = 50_000  # the measurement batches' own stream (see data/sampler.py for the others)
@@ -56,14 +56,9 @@ class HessianMonitor:
             raise ConfigError(f"measure.hessian_every asks for steps {beyond[:5]}{' ...' if len(beyond) > 5 else ''} "
                               f"that this run never reaches: it takes {total} steps ({epochs} epoch(s) x "
                               f"{steps_per_epoch}). Drop them, or train longer.")
-        count = sum(p[0].numel() if replicas.count > 1 else p.numel() for _, p in replicas.named_parameters())
-        check_settings(cfg.measure.hessian, count)
-        quirk = cfg.measure.hessian.arpit_quirks
         self.operators = [
-            HessianOperator(replicas.template, *replicas.run_tensors(index),
-                            measurement_batches(cfg, data, seed, device, steps_per_epoch),
-                            cfg.measure.hessian.bn_mode, cfg.measure.hessian.ad,
-                            mean_divisor=(lambda n: n + 1) if quirk else (lambda n: n))
+            settings_operator(cfg.measure.hessian, replicas.template, *replicas.run_tensors(index),
+                              measurement_batches(cfg, data, seed, device, steps_per_epoch))
             for index, seed in enumerate(seeds)]
         self.seeds = seeds
         self._check_ad()
@@ -99,14 +94,14 @@ class HessianMonitor:
                 continue
             started = time.perf_counter()
             operator.params = {n: t.detach() for n, t in self.replicas.run_tensors(index)[0].items()}
-            value = estimate(operator, self.cfg.measure.hessian, seed * 100_003 + step)  # probe: step 0, same seed
+            value = estimate(operator, self.cfg.measure.hessian, estimate_seed(seed, step))
             rows = {"hessian_lambda_max": value.lambda_max, "hessian_lambda_max_x_lr": lr * value.lambda_max}
             if not math.isnan(value.trace):
                 rows["hessian_trace"] = value.trace
             denominator = self._adam_denominator(optimizer, index, operator)
             if denominator is not None:
-                rows["preconditioned_lambda_max"] = estimate(operator, self.cfg.measure.hessian, seed * 100_003 + step,
-                                                             denominator).lambda_max
+                rows["preconditioned_lambda_max"] = estimate(operator, self.cfg.measure.hessian,
+                                                             estimate_seed(seed, step), denominator).lambda_max
             if operator.device.type == "cuda":
                 torch.cuda.synchronize(operator.device)
             results.append((rows, time.perf_counter() - started))

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from initbench.config import parse_warmup
 from initbench.data import ImageData
-from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
+from initbench.data.augment import Normalize
 from initbench.data.sampler import TrainingSampler
 from initbench.data.loaders import ResidentLoader, TorchLoader, eval_batches
 from initbench.errors import UserError
@@ -39,6 +39,7 @@ from initbench.train.replicas import Replicas
 log = logging.getLogger("initbench")
 
 CHECKPOINT_VERSION = 2
+INIT_BATCH_SEED_OFFSET = 10_000  # the init batch's own stream (data/sampler.py lists the others)
 
 
 @dataclass
@@ -120,16 +121,9 @@ def resolve_device(name: str) -> torch.device:
 def _init_batch(data: ImageData, seed: int, size: int, normalize: Normalize, augment: bool,
                 cutout: int) -> torch.Tensor:
     """One training batch for data-dependent inits, augmented like any training batch (cutout included, as in
-    Arpit et al.'s code), from its own generator (data order untouched)."""
-    generator = torch.Generator().manual_seed(10_000 + seed)
-    index = torch.randperm(len(data.train_labels), generator=generator)[:size]
-    images = data.train_images[index]
-    if augment:
-        images = crop_flip(images, sample_crop_flip(len(index), generator, images.device))
-    images = normalize(images)
-    if cutout:
-        cutout_(images, sample_cutout_centres(len(index), *images.shape[-2:], generator, images.device), cutout)
-    return images
+    Arpit et al.'s code): the first draw of a sampler of its own, so every call gives the same batch."""
+    sampler = TrainingSampler(data, seed, normalize, augment, cutout, torch.device("cpu"), INIT_BATCH_SEED_OFFSET)
+    return sampler(size)[0]
 
 
 def train_metric_names(cfg: DictConfig) -> dict[str, str]:
