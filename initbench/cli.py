@@ -27,6 +27,10 @@ from initbench.errors import ConfigError, UserError
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("ib_job_name"):
         OmegaConf.register_new_resolver("ib_job_name", job_name)
+    if not OmegaConf.has_resolver("ib_transformer"):
+        # ${ib_transformer:${model.arch},A,B}: A for the Transformer, B for every other model (configs/init/gradinit).
+        OmegaConf.register_new_resolver("ib_transformer", lambda arch, ours, other: ours if arch == "transformer"
+                                        else other)
 
 
 # At import, not only in main(): submitit's job processes unpickle run_task and compose the job's config
@@ -57,8 +61,14 @@ def _check_override_keys(argv: list[str]) -> None:
     except Exception:  # a malformed override: Hydra reports it in its own words
         return
     groups = {path.name for path in Path(CONFIG_DIR).iterdir() if path.is_dir()}
+    chosen_loggers = " ".join(o.get_value_element_as_str() for o in overrides if o.key_or_group == "logger")
     for override in overrides:
         key = override.key_or_group
+        tracker = key.split(".")[1] if key.startswith("logger.") and key.count(".") >= 2 else None
+        if tracker in ("tensorboard", "mlflow") and tracker not in chosen_loggers:
+            # Hydra would fail on the unset section with a bare AssertionError
+            _fail(ConfigError(f"{key} is an option of logger={tracker}, which this command does not select. Add "
+                              f"logger={tracker} (or logger=[tensorboard,mlflow]) to the command."), None)
         if override.is_delete() or override.package is not None or key in groups or key.startswith("hydra") \
                 or "/" in key:
             continue
@@ -128,6 +138,29 @@ def run_task(cfg: DictConfig) -> None:
             raise choice_error("task", cfg.task, TASKS)
     except UserError as err:
         _fail(err, job_dir)
+    except RuntimeError as err:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator raises a plain one
+        if not _out_of_memory(err):
+            raise
+        _fail(UserError(_memory_advice(cfg, err)), job_dir)
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)
+
+
+def _memory_advice(cfg: DictConfig, err: RuntimeError) -> str:
+    """What to change when a net does not fit the device: checkpointing, the batch, fused seeds."""
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    model = cfg.model
+    return (
+        f"Out of memory ({first_line[:200]}) for {model.name} (model.depth={model.depth}, "
+        f"batch_size={cfg.batch_size}, model.checkpoint_segments={model.get('checkpoint_segments', 0)}, "
+        f"seed={cfg.seed}). Keep fewer activations with model.checkpoint_segments=auto (or a number of segments, "
+        "about the square root of the depth), lower batch_size, or launch fused seeds as separate jobs. Finished "
+        "epochs are kept: the run resumes from its checkpoint."
+    )
 
 
 def _path_error(err: OSError, options: str) -> UserError:

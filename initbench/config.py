@@ -16,7 +16,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -25,7 +25,7 @@ from initbench.errors import ConfigError, choice_error
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 TASKS = ("train", "probe")
-NORMS = ("batchnorm", "none", "weightnorm")
+NORMS = ("batchnorm", "none", "weightnorm", "layernorm")
 LOADERS = ("resident", "torch")
 PRECISIONS = ("fp32", "bf16")
 # compile=true is torch.compile's default mode; a mode name picks another (reduce-overhead = CUDA graphs).
@@ -52,6 +52,12 @@ class DatasetConfig:
     train_size: int = 0
     test_size: int = 0
     cache_dir: str = "${oc.env:INITBENCH_CACHE,${oc.env:HOME,.}/.cache/initbench}"
+    # Translation data (initbench/data/translation.py): one dictionary for both languages (prepared data: built
+    # from both sides; the reference keeps two), and the synthetic task's vocabulary and sentence lengths.
+    joined_dictionary: bool = False
+    vocab_size: int = 0
+    min_length: int = 3
+    max_length: int = 12
 
 
 @dataclass
@@ -66,6 +72,22 @@ class ModelConfig:
     shortcut: str = "A"
     # Per-block scalar parameters some inits need (Fixup's biases and multiplier, ReZero's gate).
     branch_scalars: str = "none"
+    # Plain nets (plain_cnn, mlp) only; None elsewhere, and then not part of a run's identity.
+    activation: Any = None  # relu | tanh
+    downsample_at: Any = None  # plain_cnn: 0-based positions of the stride-2 convs
+    # Activation checkpointing over segments of the deep families' layers: 0 = off, a number, or auto
+    # (models/checkpointing.py). It changes memory and time, not results, so it is run control.
+    checkpoint_segments: Any = 0
+    # Transformers (initbench/models/transformer.py): depth = encoder layers, layout = post_ln | pre_ln.
+    decoder_depth: int = 6
+    embed_dim: int = 512
+    ffn_dim: int = 1024
+    heads: int = 4
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    relu_dropout: float = 0.0
+    share_embeddings: str = "decoder"  # decoder (input = output projection) | all | none
+    max_positions: int = 1024
 
 
 @dataclass
@@ -94,12 +116,31 @@ class ScheduleConfig:
     gamma: float = 0.1
     # When the schedule moves: every optimizer step (GradInit's cosine), or at epoch starts only.
     interval: str = "step"
+    # linear: the LR GradInit's fairseq script decays to (translation.md 3).
+    min_lr: float = 0.0
+    # inverse_sqrt without warmup: lr * sqrt(R / (R + step)), T-Fixup's no-warmup form (translation.md 5).
+    reference_steps: int = 4000
 
 
 @dataclass
 class TrainConfig:
     # Mixup's Beta(alpha, alpha) for the mixing weight of each mini-batch (0 = off; 1 in Fixup's CIFAR script).
     mixup_alpha: float = 0.0
+
+
+@dataclass
+class TranslationConfig:
+    """Translation training and evaluation (initbench/train/translation.py; translation.md 3)."""
+
+    max_tokens: int = 4096  # token budget of a training batch: sentences x longest side (EOS included)
+    eval_max_tokens: int = 8192  # the same for evaluation batches
+    label_smoothing: float = 0.1
+    smoothing_form: str = "current"  # current (eps/(V-1) on non-targets) | fairseq2018 (eps/V on all)
+    beam: int = 5
+    lenpen: float = 1.0
+    max_len_a: float = 1.2  # hypotheses end by a * source length + b (fairseq's validation-BLEU setting)
+    max_len_b: int = 10
+    eval_splits: list[str] = field(default_factory=lambda: ["valid", "test"])
 
 
 @dataclass
@@ -142,6 +183,26 @@ class DivergenceConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    """logger=tensorboard: event files in each run's folder (initbench/results/trackers.py); nothing to set."""
+
+
+@dataclass
+class MlflowLoggerConfig:
+    # $MLFLOW_TRACKING_URI when set, else a local database under results/; or a tracking server's http(s):// URI.
+    tracking_uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///results/mlflow.db}"
+    experiment: str = "${experiment_name}"  # the MLflow experiment the runs are grouped in: the sweep's by default
+
+
+@dataclass
+class LoggerConfig:
+    """Optional trackers fed the metrics rows beside the CSVs (configs/logger/); a section that is set is on."""
+
+    tensorboard: Optional[TensorBoardLoggerConfig] = None
+    mlflow: Optional[MlflowLoggerConfig] = None
+
+
+@dataclass
 class Config:
     defaults: list[Any] = field(default_factory=lambda: ["_self_"])
     task: str = "train"
@@ -170,7 +231,9 @@ class Config:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     data: DataLoaderConfig = field(default_factory=DataLoaderConfig)
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
     probe: Any = field(default_factory=lambda: {"batch_size": 128, "hessian": True})
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def register_configs() -> None:
@@ -178,9 +241,10 @@ def register_configs() -> None:
 
 
 # Keys that say how or where to run, not what is computed: they do not change a run's identity.
-_CONTROL_KEYS = ("force", "progress", "device", "task", "probe")
+_CONTROL_KEYS = ("force", "progress", "device", "task", "probe", "logger")
 _CONTROL_DATASET_KEYS = ("root", "download", "cache_dir", "verify_md5")
 _CONTROL_DATA_KEYS = ("num_workers",)
+_CONTROL_MODEL_KEYS = ("checkpoint_segments",)
 
 
 def recipe_identity(cfg: DictConfig | dict) -> dict:
@@ -190,7 +254,28 @@ def recipe_identity(cfg: DictConfig | dict) -> dict:
     tree = {k: v for k, v in tree.items() if k not in ("hydra", "seed") and k not in _CONTROL_KEYS}
     tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _CONTROL_DATASET_KEYS}
     tree["data"] = {k: v for k, v in tree["data"].items() if k not in _CONTROL_DATA_KEYS}
+    # Keys of other families (None) are left out, so adding a family's keys changes no other run's identity.
+    tree["model"] = {k: v for k, v in tree["model"].items() if k not in _CONTROL_MODEL_KEYS and v is not None}
+    _drop_translation_keys(tree)
     return tree
+
+
+def _drop_translation_keys(tree: dict) -> None:
+    """The translation settings (and the linear schedule's floor) outside the runs they apply to are left out of the
+    identity, so adding them changed no other run's identity."""
+    if tree["model"].get("arch") != "transformer":
+        tree.pop("translation", None)
+        tree["model"] = {k: v for k, v in tree["model"].items() if k not in _TRANSFORMER_MODEL_KEYS}
+        tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _TRANSLATION_DATASET_KEYS}
+    name = tree.get("schedule", {}).get("name")
+    unused = {"min_lr"} if name != "linear" else set()
+    unused |= {"reference_steps"} if name != "inverse_sqrt" else set()
+    tree["schedule"] = {k: v for k, v in tree["schedule"].items() if k not in unused}
+
+
+_TRANSFORMER_MODEL_KEYS = ("decoder_depth", "embed_dim", "ffn_dim", "heads", "dropout", "attention_dropout",
+                           "relu_dropout", "share_embeddings", "max_positions")
+_TRANSLATION_DATASET_KEYS = ("joined_dictionary", "vocab_size", "min_length", "max_length")
 
 
 def _digest(tree: dict) -> str:
@@ -290,13 +375,18 @@ def parse_warmup(value: Any, shape: str) -> Warmup:
     raise ConfigError(f"warmup={value!r} is not a warmup length. {hint}")
 
 
+def _section(kind: Any) -> Any:
+    """The dataclass of a section that may be unset (Optional[...], as logger.mlflow), else `kind` itself."""
+    return next((arg for arg in typing.get_args(kind) if dataclasses.is_dataclass(arg)), kind)
+
+
 def _all_settings(schema: type, prefix: str = "") -> list[str]:
     settings = []
     for name, kind in typing.get_type_hints(schema).items():
         if name != "defaults":
             settings.append(f"{prefix}{name}")
-            if dataclasses.is_dataclass(kind):
-                settings.extend(_all_settings(kind, f"{prefix}{name}."))
+            if dataclasses.is_dataclass(_section(kind)):
+                settings.extend(_all_settings(_section(kind), f"{prefix}{name}."))
     return settings
 
 
@@ -321,9 +411,9 @@ def unknown_setting(key: str) -> str | None:
                 f"The top-level settings are: {names}." if not section and not close else "",
                 "`python -m initbench --cfg job` prints every setting with its value.",
             )))
-        if not dataclasses.is_dataclass(hints[part]):
+        if not dataclasses.is_dataclass(_section(hints[part])):
             return None
-        schema = hints[part]
+        schema = _section(hints[part])
     return None
 
 
@@ -396,7 +486,8 @@ def validate(cfg: DictConfig) -> None:
     """Every check that needs no data or model: run before anything is built or written."""
     from initbench.data import DATASETS
     from initbench.inits import check_init
-    from initbench.models import check_model
+    from initbench.models import check_model, checkpoint_segments
+    from initbench.train.translation import check_task
 
     _check_known_keys(cfg, Config)
     _check_choice("task", cfg.task, TASKS)
@@ -407,8 +498,8 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("data.loader", cfg.data.loader, LOADERS)
     _check_choice("dataset.name", cfg.dataset.name, tuple(DATASETS))
     _check_choice("dataset.augment", cfg.dataset.augment, AUGMENTS)
-    _check_choice("optim.name", cfg.optim.name, ("sgd", "adam"))
-    _check_choice("schedule.name", cfg.schedule.name, ("step", "cosine", "constant"))
+    _check_choice("optim.name", cfg.optim.name, ("sgd", "adam", "adamw"))
+    _check_choice("schedule.name", cfg.schedule.name, ("step", "cosine", "constant", "inverse_sqrt", "linear"))
     _check_choice("schedule.interval", cfg.schedule.interval, SCHEDULE_INTERVALS)
     seeds = seeds_of(cfg.seed)
     if any(s < 0 for s in seeds):
@@ -431,8 +522,9 @@ def validate(cfg: DictConfig) -> None:
     _check_positive("divergence.check_every", cfg.divergence.check_every)
     _check_positive("dataset.train_size", cfg.dataset.train_size, allow_zero=True)
     _check_positive("dataset.test_size", cfg.dataset.test_size, allow_zero=True)
-    if len(cfg.dataset.mean) != 3 or len(cfg.dataset.std) != 3 or min(cfg.dataset.std) <= 0:
-        raise ConfigError("dataset.mean and dataset.std need three values (one per channel), std > 0.")
+    if not len(cfg.dataset.mean) == len(cfg.dataset.std) >= 1 or min(cfg.dataset.std) <= 0:
+        raise ConfigError("dataset.mean and dataset.std need one value per image channel (three for CIFAR, one for "
+                          "MNIST), std > 0.")
     for pattern, key in [(p, f"optim.lr_multipliers key {p!r}") for p in cfg.optim.lr_multipliers] + \
             [(cfg.optim.no_weight_decay, f"optim.no_weight_decay={cfg.optim.no_weight_decay!r}")]:
         try:
@@ -455,4 +547,12 @@ def validate(cfg: DictConfig) -> None:
     if len(seeds) > 1 and cfg.data.loader == "torch":
         raise ConfigError("Fused runs (seed=[...]) need data.loader=resident; the torch loader feeds one run.")
     check_model(cfg.model, cfg.norm)
+    if len(seeds) > 1 and checkpoint_segments(cfg.model):
+        raise ConfigError(
+            f"model.checkpoint_segments={cfg.model.checkpoint_segments} checkpoints this {cfg.model.depth}-layer net, "
+            f"but fused seeds (seed={list(seeds)}) run as one vmapped model, which torch's activation checkpointing "
+            "does not support. Launch the seeds as separate jobs (python -m initbench -m ... seed=0,1,2), or set "
+            "model.checkpoint_segments=0 if the fused net fits in memory."
+        )
     check_init(cfg.init, cfg.model, cfg.norm)
+    check_task(cfg)

@@ -118,7 +118,8 @@ def build_trainer(net: list[str], variant: Variant, runs: int, batch: int, data:
 
 def reference_epoch(trainer: Trainer) -> Callable[[], None]:
     """The official scripts' training loop over the trainer's model and TorchLoader."""
-    model, loader, device, optim = trainer.replicas.template, trainer.loader.loader, trainer.device, trainer.cfg.optim
+    model, loader = trainer.replicas.template, trainer.task.loader.loader
+    device, optim = trainer.device, trainer.cfg.optim
     optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                                 weight_decay=optim.weight_decay)  # torch's default implementation
 
@@ -244,7 +245,7 @@ def hessian_cost(net_name: str, args: argparse.Namespace, device: torch.device, 
                             device, args.workers, scratch)
     step = median_seconds(trainer.train_epoch, device, args.warmup, args.repeats) / shape.steps
     images, labels = data.train_images[: shape.batch].to(device), data.train_labels[: shape.batch].to(device)
-    batch = (trainer.normalize(images), labels)
+    batch = (trainer.task.normalize(images), labels)
     settings = OmegaConf.structured(HessianConfig)  # the gilmer preset: Lanczos, 20 steps
     operator = settings_operator(settings, trainer.replicas.template, *trainer.replicas.run_tensors(0), lambda: [batch])
     one = median_seconds(lambda: estimate(operator, settings, 0), device, 1, args.repeats)

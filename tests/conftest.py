@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import tarfile
@@ -114,3 +115,19 @@ def cli_server():
 def workdir(tmp_path: Path) -> Path:
     """An empty folder to run the CLI in (results land under it)."""
     return tmp_path
+
+
+def write_idx_mnist(raw: Path, train: int = 64, test: int = 32, seed: int = 0) -> Path:
+    """A tiny MNIST in the real IDX format (big-endian magic and sizes, then uint8 data) that torchvision reads from
+    <root>/MNIST/raw/. Learnable: each class is a bright horizontal band at its own height, over noise."""
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
+        for index, label in enumerate(labels):
+            images[index, 2 + 2 * label: 4 + 2 * label] = 250
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, count, 28, 28)
+                                                          + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, count) + labels.tobytes())
+    return raw

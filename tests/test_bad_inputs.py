@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, write_fake_cifar10, write_fake_jpeg_folder
+from tests.conftest import TINY, write_fake_cifar10, write_fake_jpeg_folder, write_idx_mnist
 from tests.run_fixtures import write_run
 
 LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d ")
@@ -69,6 +69,33 @@ def corrupt_archive(w: Path) -> None:
     (w / "data" / "cifar10-jpeg.tar.xz").write_bytes(b"\xfd7zXZ\x00 cut short")
 
 
+def mnist(w: Path) -> None:
+    write_idx_mnist(w / "data" / "MNIST" / "raw")
+
+
+def truncated_mnist(w: Path) -> None:
+    images = write_idx_mnist(w / "data" / "MNIST" / "raw") / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+
+
+def iwslt_codes_only(w: Path) -> None:
+    folder = w / "data" / "iwslt14.tokenized.de-en"
+    folder.mkdir(parents=True)
+    (folder / "code").write_text("#version: 0.2\nd e\n")
+
+
+def iwslt_misaligned(w: Path) -> None:
+    folder = w / "data" / "iwslt14.tokenized.de-en"
+    folder.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.de").write_text("ein haus\nder hund\n")
+        (folder / f"{split}.en").write_text("a house\n" if split == "valid" else "a house\nthe dog\n")
+
+
+TRANSLATION = ["+experiment=smoke_translation", "progress=false", "dataset.train_size=50", "dataset.test_size=5"]
+IWSLT = ["+experiment=iwslt14_postln", "progress=false", "dataset.root={w}/data"]
+
+
 def file_in_the_way(w: Path) -> None:
     (w / "afile").write_text("a file where a folder is expected\n")
 
@@ -118,6 +145,39 @@ RUN_DIR = "hydra.run.dir={w}/results/runs/interrupted"
 CIFAR = ["dataset=cifar10", "dataset.root={w}/data", "dataset.download=false"]
 JPEG = ["dataset=cifar10_jpeg", "dataset.root={w}/data"]
 CASES = {
+    # deep plain nets and checkpointing
+    "plain_cnn_depth_zero": Case(["model=plain_cnn", "model.depth=0", "init=kaiming"],
+                                 r"model\.depth=0 cannot be built", r"model\.depth >= 1"),
+    "mlp_negative_depth": Case(["model=mlp", "model.depth=-3", "init=kaiming"], r"model\.depth=-3 cannot be built",
+                               r"model\.depth >= 1"),
+    "plain_cnn_depth_misfits_downsampling": Case(["model=plain_cnn", "model.depth=2", "init=kaiming"],
+                                                 r"model\.depth=2 does not fit the down-sampling",
+                                                 r"model\.downsample_at=\[\]"),
+    "fixup_on_plain_cnn": Case(["model=plain_cnn", "init=fixup"], r"branch_scalars=fixup needs residual branches",
+                               r"init=delta_orthogonal"),
+    "rezero_on_plain_cnn": Case(["model=plain_cnn", "init=rezero"], r"branch_scalars=rezero needs residual",
+                                r"defined for residual nets only"),
+    "skipinit_on_mlp": Case(["model=mlp", "init=skipinit"], r"branch_scalars=gate needs residual branches",
+                            r"init=delta_orthogonal"),
+    "delta_orthogonal_on_resnet": Case(["init=delta_orthogonal", "norm=none"],
+                                       r"does not define model\.arch=resnet", r"model=plain_cnn"),
+    "checkpoint_segments_beyond_depth": Case(["model=plain_cnn", "model.depth=4", "model.checkpoint_segments=5",
+                                              "init=kaiming"], r"more than the 4 checkpointable units",
+                                             r"Use at most 4"),
+    "checkpoint_with_fused_seeds": Case(["model=plain_cnn", "model.depth=4", "model.checkpoint_segments=2",
+                                         "init=kaiming", "seed=[0,1]"], r"fused seeds .* vmapped",
+                                        r"separate jobs"),
+    "mnist_missing": Case(["dataset=mnist", "dataset.root={w}/data", "dataset.download=false", "model=mlp",
+                           "init=kaiming"], r"MNIST is not complete under .*MNIST/raw", r"dataset\.root"),
+    "mnist_three_channel_normalisation": Case(["dataset=mnist", "dataset.root={w}/data", "model=mlp", "init=kaiming",
+                                               "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[1,1,1]"],
+                                              r"mnist has 1-channel images but dataset\.mean/dataset\.std give 3",
+                                              r"one per channel", setup=mnist),
+    "mnist_truncated_file": Case(["dataset=mnist", "dataset.root={w}/data", "model=mlp", "init=kaiming"],
+                                 r"MNIST under .*raw has a corrupt IDX file", r"download it again",
+                                 setup=truncated_mnist),
+    "net_too_large_for_memory": Case(["model=plain_cnn", "model.width=300000", "model.depth=3", "init=kaiming"],
+                                     r"Out of memory .*batch_size=32", r"model\.checkpoint_segments=auto"),
     # config groups, keys and types (Hydra's composition, and the key check before it)
     "unknown_init": Case(["init=kaimng"], r"Could not find 'init/kaimng'",
                          r"Available options in 'init':[\s\S]*kaiming"),
@@ -213,7 +273,7 @@ CASES = {
     "metainit_min_scale_negative": Case(["init=metainit", "init.min_scale=-1"], r"init\.min_scale=-1\.0 must be > 0",
                                         r"0\.01"),
     "gradinit_on_gradinit": Case(["init=gradinit", "init.base=gradinit"], r"init\.base=gradinit: the base is the init",
-                                 r"must be a fixed scheme \(default, fixup"),
+                                 r"must be a fixed scheme \(default, delta_orthogonal, fixup"),
     "gradinit_unknown_base": Case(["init=gradinit", "init.base=kaimin"], r"'kaimin' is not an init scheme",
                                   r"Fixed schemes: default"),
     "gradinit_too_many_iterations": Case(["init=gradinit", "init.iterations=100000", "init.batch_size=16"],
@@ -232,6 +292,20 @@ CASES = {
                                 r"patch_cin_fastest, patch_torch, channel"),
     "unknown_idinit_reading": Case(["+idinit_reading=tau_1"], r"Could not find 'idinit_reading/tau_1'",
                                    r"tau_half"),
+    # trackers (logger=...; the tracker packages are the trackers extra, which CI installs)
+    "unknown_logger": Case(["logger=wandb"], r"Could not find 'logger/wandb'", r"Available options[\s\S]*mlflow"),
+    "logger_option_without_logger": Case(["logger.mlflow.experiment=mine"], r"logger\.mlflow\.experiment is an "
+                                         r"option of logger=mlflow, which this command does not select",
+                                         r"Add logger=mlflow"),
+    "logger_option_typo": Case(["logger=mlflow", "logger.mlflow.tracking_urx=x"],
+                               r"logger\.mlflow\.tracking_urx is not an initbench setting",
+                               r"Did you mean logger\.mlflow\.tracking_uri"),
+    "mlflow_server_unreachable": Case(["logger=mlflow", "logger.mlflow.tracking_uri=http://127.0.0.1:9"],
+                                      r"tracking_uri=http://127\.0\.0\.1:9 cannot be reached",
+                                      r"Start the tracking server, fix the URI"),
+    "mlflow_database_under_a_file": Case(["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:///{w}/results/runs/"
+                                          "finished-run/summary.csv/mlflow.db"], r"cannot create the folder",
+                                         r"Give a database in a folder you can write"),
     # seeds and devices
     "negative_seed": Case(["seed=-1"], r"seed=-1 must be >= 0", r">= 0"),
     "text_seed": Case(["seed=abc"], r"seed='abc'", r"give an integer \(seed=3\)"),
@@ -324,6 +398,24 @@ CASES = {
                                        r"Datasets: .*cifar10_jpeg", base=[]),
     "table_missing_reported": Case(["table", "fixup_cifar10", "--root", "{w}/results", "--reported",
                                     "{w}/nothere.csv"], r"nothere\.csv does not exist", r"reported\.csv", base=[]),
+    # Translation (issue 16)
+    "iwslt_not_prepared": Case(IWSLT, r"IWSLT'14 De-En in .* is not prepared", r"prepare_iwslt14\.py", base=[]),
+    "iwslt_codes_without_text": Case(IWSLT, r"is half-prepared: .*train\.de", r"prepare_iwslt14\.py",
+                                     setup=iwslt_codes_only, base=[]),
+    "iwslt_misaligned_lines": Case(IWSLT, r"valid\.de has 2 lines but valid\.en has 1", r"prepare it again",
+                                   setup=iwslt_misaligned, base=[]),
+    "translation_token_budget_too_small": Case([*TRANSLATION, "translation.max_tokens=5"],
+                                               r"max_tokens=5 is smaller than the longest sentence pair",
+                                               r"Raise translation\.max_tokens to at least", base=[]),
+    "translation_init_undefined": Case([*TRANSLATION, "init=kaiming"], r"init=kaiming is not defined for the "
+                                       r"Transformer", r"default, fixup, gradinit, xavier", base=[]),
+    "translation_wn_arpit": Case([*TRANSLATION, "init=wn_arpit"], r"norm=weightnorm is not defined for the "
+                                 r"Transformer", r"init=default\|xavier\|fixup\|gradinit", base=[]),
+    "translation_fused_seeds": Case([*TRANSLATION, "seed=[0,1]"], r"fused seeds .* not supported for translation",
+                                    r"separate jobs", base=[]),
+    "translation_image_model": Case(["dataset=synthetic_translation", "progress=false"],
+                                    r"model\.arch=resnet cannot train on dataset=synthetic_translation",
+                                    r"smoke_translation", base=[]),
 }
 
 

@@ -18,7 +18,7 @@ from initbench.data.augment import Normalize
 from initbench.data.loaders import ResidentLoader, TorchLoader, data_generator
 from initbench.errors import ConfigError
 from initbench.models import build_model
-from initbench.train.mixup import MixedBatch, draw_epoch_mixing
+from initbench.train.mixup import EpochMixing, draw_epoch_mixing
 from initbench.train.optim import LRSchedule, build_optimizer
 from initbench.train.replicas import Replicas
 
@@ -129,10 +129,13 @@ def test_mixup_step_trains_on_the_mixed_batch_with_the_lambda_combined_loss(tmp_
     from tests.test_fused import make_trainer
 
     trainer = make_trainer([0], tmp_path, ["train.mixup_alpha=1"])
-    images, labels = next(iter(trainer.loader.epoch()))
+    images, labels = next(iter(trainer.task.loader.epoch()))
     lam, partner = torch.tensor([0.3]), torch.randperm(labels.shape[1], generator=torch.Generator().manual_seed(5))
+    # The epoch's mixing with this λ and partner at step 0 (the partner is the argsort of the keys).
+    trainer.task.mixing = EpochMixing(lam[:, None], partner.argsort().float()[None, None])
+    assert torch.equal(trainer.task.mixing.step(0, labels.shape[1]).partner[0], partner)
     model = copy.deepcopy(trainer.replicas.template)  # the weights before the step
-    loss, hits = trainer._train_step(images, labels, 0, MixedBatch(lam, partner[None]))
+    loss, hits, _ = trainer._train_step((images, labels), 0, 0)
 
     x, y = images[0], labels[0]
     logits = model(0.3 * x + 0.7 * x[partner])

@@ -1,5 +1,6 @@
 """A run SIGKILLed after its first epoch resumes from its checkpoint at epoch 2 and ends exactly where an
-uninterrupted run of the same config ends (CPU, deterministic=true)."""
+uninterrupted run of the same config ends (CPU, deterministic=true). While it trains, a second launch of the same
+run finds it locked and leaves it alone; the lock file the killed process leaves does not block the relaunch."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from initbench.results.files import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE
+from initbench.train.job_lock import LOCK_FILE
 from tests.conftest import TINY, run_cli
 
 ARGS = [*TINY, "dataset.train_size=192", "epochs=2", "deterministic=true"]
@@ -37,10 +39,15 @@ def test_run_killed_after_epoch_1_resumes_at_epoch_2_with_identical_metrics(tmp_
     deadline = time.monotonic() + 120
     while 1 not in metrics_epochs(killed_dir) and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    os.killpg(victim.pid, signal.SIGSTOP)  # frozen mid-training, still holding its lock
+    twin = run_cli([*ARGS, f"hydra.run.dir={killed_dir}"], tmp_path, env=ONE_THREAD)
+    assert twin.returncode == 0, twin.stderr[-3000:]
+    assert f"it is being trained by process {victim.pid} on " in twin.stdout + twin.stderr
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     assert metrics_epochs(killed_dir) == {1}, "the run was not stopped during its second epoch"
     assert (killed_dir / CHECKPOINT_FILE).is_file() and not (killed_dir / SUMMARY_FILE).exists()
+    assert (killed_dir / LOCK_FILE).is_file()  # left by the killed process; the kernel released its lock
 
     resumed = run_cli([*ARGS, f"hydra.run.dir={killed_dir}"], tmp_path, env=ONE_THREAD)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -55,3 +62,4 @@ def test_run_killed_after_epoch_1_resumes_at_epoch_2_with_identical_metrics(tmp_
     pd.testing.assert_frame_equal(got, expected)  # same rows, same values: the kill changed nothing
     summary = pd.read_csv(killed_dir / SUMMARY_FILE)
     assert summary.loc[0, "epochs_done"] == 2 and not (killed_dir / CHECKPOINT_FILE).exists()
+    assert not (killed_dir / LOCK_FILE).exists()

@@ -12,21 +12,28 @@ from omegaconf import DictConfig
 
 from initbench.data.cifar import load_cifar10, load_cifar100
 from initbench.data.image_folder import load_cifar10_jpeg
+from initbench.data.mnist import load_mnist
 from initbench.data.synthetic import load_synthetic
+from initbench.data.translation import TRANSLATION_DATASETS, TranslationData
 from initbench.data.types import ImageData, take_subset
 from initbench.errors import ConfigError
 
-DATASETS: dict[str, Callable[[DictConfig], ImageData]] = {
+DATASETS: dict[str, Callable[[DictConfig], ImageData | TranslationData]] = {
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
     "cifar10_jpeg": load_cifar10_jpeg,
+    "mnist": load_mnist,
     "synthetic": load_synthetic,
+    **TRANSLATION_DATASETS,  # sentence pairs, not images (initbench/data/translation.py)
 }
 
 
-def load_dataset(cfg: DictConfig) -> ImageData:
-    """Load `cfg.dataset` (a DatasetConfig) and cut each split to its configured size."""
+def load_dataset(cfg: DictConfig) -> ImageData | TranslationData:
+    """Load `cfg.dataset` (a DatasetConfig) and cut each split to its configured size (translation data: as
+    generated or prepared)."""
     data = DATASETS[cfg.name](cfg)
+    if isinstance(data, TranslationData):
+        return data
     if data.num_classes != cfg.num_classes:
         raise ConfigError(
             f"dataset.num_classes={cfg.num_classes} but {cfg.name} has {data.num_classes} classes; "
@@ -35,4 +42,4 @@ def load_dataset(cfg: DictConfig) -> ImageData:
     return take_subset(data, cfg.train_size, cfg.test_size)
 
 
-__all__ = ["DATASETS", "ImageData", "load_dataset"]
+__all__ = ["DATASETS", "ImageData", "TranslationData", "load_dataset"]

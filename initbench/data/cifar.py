@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 import torchvision
 from omegaconf import DictConfig
 
+from initbench.data.download import download_or_error
 from initbench.data.types import ImageData
 from initbench.errors import DataError
 
@@ -34,17 +34,13 @@ def _load(cfg: DictConfig, cls: type, label: str) -> ImageData:
     if not cfg.verify_md5:
         cls = _without_checksums(cls)
     if not folder.is_dir() and cfg.download:
-        missing = [path for path in (root, *root.parents) if not path.exists()]
-        try:
-            cls(root=str(root), train=True, download=True)
-        except Exception as err:  # offline machines fail with URLError, proxies with others
-            if missing and not any(path.is_file() for path in missing[-1].rglob("*")):
-                shutil.rmtree(missing[-1], ignore_errors=True)  # the folders the failed download created
+        err = download_or_error(lambda: cls(root=str(root), train=True, download=True), root)
+        if err is not None:
             raise DataError(
                 f"{label} is not under {folder} and could not be downloaded ({type(err).__name__}: {err}). "
                 f"Download {cls.url} , extract it into {root}, or set dataset.root to the folder that "
                 f"contains {cls.base_folder}/."
-            ) from None
+            )
     if not folder.is_dir():
         raise DataError(
             f"{label} is not under {folder}. Download {cls.url} and extract it into {root}, "

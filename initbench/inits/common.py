@@ -77,7 +77,7 @@ def centre_tap(matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return kernel
 
 
-RESIDUAL_ARCHS = ("resnet", "wrn")
+RESIDUAL_ARCHS = ("resnet", "wrn", "resnet_imagenet")
 
 
 def is_residual_arch(model_cfg: DictConfig) -> bool:

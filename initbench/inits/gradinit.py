@@ -18,12 +18,19 @@ GradInit: the run is recorded as diverged at step 0, with the reason.
 `configs/init/gradinit.yaml` holds the CIFAR launch scripts' values (launch/run_gradinit.sh): η 0.1, γ 1,
 normalised SGD, 390 iterations, 2 x 64 images, α_min 0.01, grad clip 1, and τ (`init.lr`) per model and norm
 (`lr_by_setting`: VGG-19 1e-2 / with BN 1e-1, ResNet-110 5e-2 / with BN 1e-3); other models get the CLI default
-1e-3. The Transformer's Adam setting comes with the translation recipes.
+1e-3. On the Transformer the same file resolves to the fairseq IWSLT'14 script's values (Adam's sign step,
+η 1e-3, L1 bound γ 1000, τ 2.5e-3 with betas (0.9, 0.98), 780 iterations, clip 1e8, base = the reference init;
+gradinit_metainit.md 1, translation.md 5), and the fairseq version's differences apply: LayerNorm weights are
+bounded above by `init.ln_max_scale` (100), the scales' Adam keeps separate second moments for constraint and
+objective steps, batches are token batches (`init.batch_size` = 4000 tokens for S1 and S2 each: two draws of
+2000, the thirds of the script's 6000-token batch, S1 and S2 sharing one) and the loss is the run's label-smoothed
+cross-entropy per target token (initbench/train/translation.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -58,6 +65,9 @@ class GradInitParams:
     min_scale: float = 0.01  # α_min for every tensor but biases
     grad_clip: float = 1.0  # clip of dL/dα per step
     batch_overlap: bool = True  # S2 shares S1's first half (the code's default)
+    # The fairseq version (Transformer); None = per architecture: on the Transformer 100 / separate, else none / shared.
+    ln_max_scale: float | None = None  # upper bound of the LayerNorm weights' scales
+    separate_second_moments: bool | None = None  # the scales' Adam: one second moment per step kind
 
 
 def check(model_cfg: DictConfig, norm: str, params: GradInitParams) -> None:
@@ -88,33 +98,51 @@ def first_step(grads: list[torch.Tensor], norm: torch.Tensor, params: GradInitPa
     return [scale * g.detach() for g in grads]
 
 
-def lookahead_loss(model: nn.Module, scales: TensorScales, step: list[torch.Tensor], images: torch.Tensor,
-                   labels: torch.Tensor, eta: float, context: InitContext) -> torch.Tensor:
+def batch_loss(call: Callable[..., torch.Tensor], batches: list, context: InitContext) -> torch.Tensor:
+    """The training loss on the union of `batches`: the images concatenated under cross-entropy (BN sees one batch,
+    as in the code), or the task's own objective (translation)."""
+    if context.objective is not None:
+        return context.objective(call, batches)
+    with context.autocast():
+        logits = call(torch.cat([x for x, _ in batches]))
+    return F.cross_entropy(logits.float(), torch.cat([y for _, y in batches]))
+
+
+def lookahead_loss(model: nn.Module, scales: TensorScales, step: list[torch.Tensor], batches: list, eta: float,
+                   context: InitContext) -> torch.Tensor:
     """L(S2; θ − step)/η, differentiable in θ (the step is a constant)."""
     moved = {name: param - delta for name, param, delta in zip(scales.names, scales.params, step)}
-    with context.autocast():
-        logits = functional_call(model, moved, (images,))
-    return F.cross_entropy(logits.float(), labels) / eta
+    return batch_loss(lambda *inputs: functional_call(model, moved, inputs), batches, context) / eta
+
+
+def _layer_norm_weights(model: nn.Module) -> set[str]:
+    return {f"{name}.weight" if name else "weight" for name, module in model.named_modules()
+            if isinstance(module, nn.LayerNorm)}
 
 
 def apply(model: nn.Module, params: GradInitParams, context: InitContext) -> None:
     apply_base(model, params.base, context)
     model.to(context.device)
-    scales = TensorScales(model, params.min_scale)
+    transformer = context.model_cfg.arch == "transformer"
+    ln_max = params.ln_max_scale if params.ln_max_scale is not None else (100.0 if transformer else None)
+    separate = params.separate_second_moments if params.separate_second_moments is not None else transformer
+    maximum = None
+    if ln_max is not None:
+        bounded = _layer_norm_weights(model)
+        maximum = [ln_max if name in bounded else math.inf for name, _ in model.named_parameters()]
+    scales = TensorScales(model, params.min_scale, max_scale=maximum)
     if not scales.any():
         raise ConfigError("init=gradinit: after the base init every parameter tensor of this model is zero, so there "
                           "is nothing to scale; pick another init.base.")
     half = params.batch_size // 2
     draws = 3 if params.batch_overlap else 4
     check_passes("gradinit", params.iterations, draws * half, context.sampler.size)
-    optimizer = RescaleAdam(scales, params.lr, tuple(params.betas), params.eps, params.grad_clip)
+    optimizer = RescaleAdam(scales, params.lr, tuple(params.betas), params.eps, params.grad_clip, separate)
     constraint_steps = 0
     with torch.enable_grad(), batch_statistics(model):
         for iteration in range(params.iterations):
-            (x0, y0), (x1, y1) = context.sampler(half), context.sampler(half)
-            with context.autocast():
-                logits = model(torch.cat([x0, x1]))
-            loss = F.cross_entropy(logits.float(), torch.cat([y0, y1]))
+            first, second = context.sampler(half), context.sampler(half)
+            loss = batch_loss(model, [first, second], context)
             grads = torch.autograd.grad(loss, scales.params, create_graph=True)
             norm = gradient_norm(grads, params.algorithm)
             value = norm.item()  # one host read per iteration: which step to take
@@ -126,11 +154,10 @@ def apply(model: nn.Module, params: GradInitParams, context: InitContext) -> Non
                 constraint_steps += 1
                 continue
             step = first_step(grads, norm, params)
-            x2, y2 = context.sampler(half)
+            third = context.sampler(half)
             if not params.batch_overlap:
-                x0, y0 = context.sampler(half)
-            objective = lookahead_loss(model, scales, step, torch.cat([x0, x2]), torch.cat([y0, y2]), params.eta,
-                                       context)
+                first = context.sampler(half)
+            objective = lookahead_loss(model, scales, step, [first, third], params.eta, context)
             if not torch.isfinite(objective):
                 return scales.give_up(context, f"init=gradinit: non-finite look-ahead loss at iteration "
                                                f"{iteration + 1}")
@@ -138,4 +165,4 @@ def apply(model: nn.Module, params: GradInitParams, context: InitContext) -> Non
     context.report.scales = scales.rows(params.iterations, constraint_steps)
 
 
-register(InitScheme("gradinit", GradInitParams, apply, check))
+register(InitScheme("gradinit", GradInitParams, apply, check, transformer=True))

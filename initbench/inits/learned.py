@@ -84,7 +84,8 @@ MAX_PASSES = 100
 class TensorScales:
     """One scale per parameter tensor of `model` (in named_parameters order), on the model's device."""
 
-    def __init__(self, model: nn.Module, min_scale: float, scaled: list[bool] | None = None):
+    def __init__(self, model: nn.Module, min_scale: float, scaled: list[bool] | None = None,
+                 max_scale: list[float] | None = None):
         named = list(model.named_parameters())
         self.names = [name for name, _ in named]
         self.params = [param for _, param in named]
@@ -96,6 +97,8 @@ class TensorScales:
         # Biases may shrink to 0, every other tensor only down to min_scale (the code's two groups).
         is_bias = torch.tensor([name.rsplit(".", 1)[-1] == "bias" for name in self.names], device=device)
         self.min_scale = torch.where(is_bias, 0.0, float(min_scale))
+        # An upper bound per tensor (GradInit's fairseq version: LayerNorm weights <= 100), none by default.
+        self.max_scale = torch.tensor(max_scale if max_scale is not None else [math.inf] * len(named), device=device)
         self.alpha = torch.ones(len(named), device=device)
 
     def any(self) -> bool:
@@ -109,7 +112,8 @@ class TensorScales:
     @torch.no_grad()
     def set(self, alpha: torch.Tensor) -> None:
         """α_i ← alpha_i (at least min_scale_i) and W_i ← α_i·W_i^0 for every scaled tensor."""
-        self.alpha = torch.where(self.scalable, torch.maximum(alpha, self.min_scale), self.alpha)
+        bounded = torch.minimum(torch.maximum(alpha, self.min_scale), self.max_scale)
+        self.alpha = torch.where(self.scalable, bounded, self.alpha)
         for param, initial, value in zip(self.params, self.initial, self.alpha):
             param.copy_(initial * value)
 
@@ -135,15 +139,18 @@ class TensorScales:
 class RescaleAdam:
     """Adam on the scales as GradInit's CIFAR code runs it (gradinit_optimizers.py; gradinit_metainit.md 1): the
     derivative clipped to [-grad_clip, grad_clip], separate first moments and step counts for constraint steps
-    and objective steps, one second moment with its bias correction on the total step count, then α ≥ min_scale."""
+    and objective steps, one second moment with its bias correction on the total step count, then α ≥ min_scale.
+    `separate_second`: the fairseq version's separate second moments too, each corrected on its own step count."""
 
     def __init__(self, scales: TensorScales, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, grad_clip: float = 1.0):
+                 eps: float = 1e-8, grad_clip: float = 1.0, separate_second: bool = False):
         self.scales, self.lr, self.betas, self.eps, self.grad_clip = scales, lr, betas, eps, grad_clip
         zeros = torch.zeros_like(scales.alpha)
         self.first = {False: zeros.clone(), True: zeros.clone()}  # keyed by "is a constraint step"
         self.steps = {False: 0, True: 0}
         self.second, self.total = zeros.clone(), 0
+        self.separate_second = separate_second
+        self.seconds = {False: zeros.clone(), True: zeros.clone()}
 
     def step(self, derivative: torch.Tensor, constraint: bool = False) -> None:
         beta1, beta2 = self.betas
@@ -152,7 +159,11 @@ class RescaleAdam:
         self.steps[constraint] += 1
         self.total += 1
         self.first[constraint] = beta1 * self.first[constraint] + (1 - beta1) * derivative
-        self.second = beta2 * self.second + (1 - beta2) * derivative.square()
-        denom = (self.second / (1 - beta2 ** self.total)).sqrt() + self.eps
+        if self.separate_second:
+            self.seconds[constraint] = beta2 * self.seconds[constraint] + (1 - beta2) * derivative.square()
+            denom = (self.seconds[constraint] / (1 - beta2 ** self.steps[constraint])).sqrt() + self.eps
+        else:
+            self.second = beta2 * self.second + (1 - beta2) * derivative.square()
+            denom = (self.second / (1 - beta2 ** self.total)).sqrt() + self.eps
         move = self.lr / (1 - beta1 ** self.steps[constraint]) * self.first[constraint] / denom
         self.scales.set(self.scales.alpha - move)

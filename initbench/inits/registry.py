@@ -40,6 +40,9 @@ class InitContext:
     device: torch.device = torch.device("cpu")
     autocast: Callable[[], AbstractContextManager] = nullcontext  # the run's precision
     report: InitReport = field(default_factory=InitReport)
+    # The training loss of several sampler batches taken together, objective(forward, batches), where forward(*inputs)
+    # runs the model; None: image batches (images, labels), concatenated, under cross-entropy.
+    objective: Callable[[Callable[..., torch.Tensor], list], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class InitScheme:
     apply: Callable[[nn.Module, Any, InitContext], None]
     # Raises ConfigError when the scheme is not defined for this model and norm.
     check: Callable[[DictConfig, str, Any], None] | None = None
+    # Defined for the Transformer (model.arch=transformer); the other schemes are refused there.
+    transformer: bool = False
 
 
 INIT_SCHEMES: dict[str, InitScheme] = {}
@@ -78,6 +83,10 @@ def _scheme_and_params(init_cfg: DictConfig) -> tuple[InitScheme, Any]:
 
 def check_init(init_cfg: DictConfig, model_cfg: DictConfig, norm: str) -> None:
     scheme, params = _scheme_and_params(init_cfg)
+    if model_cfg.arch == "transformer" and not scheme.transformer:
+        defined = ", ".join(name for name, s in sorted(INIT_SCHEMES.items()) if s.transformer)
+        raise ConfigError(f"init={scheme.name} is not defined for the Transformer (model.arch=transformer). Schemes "
+                          f"that define it: {defined}.")
     if scheme.check is not None:
         scheme.check(model_cfg, norm, params)
 

@@ -1,4 +1,9 @@
-"""`init=xavier`: Glorot & Bengio (2010) on every conv and linear layer; biases zero."""
+"""`init=xavier`: Glorot & Bengio (2010) on every conv and linear layer; biases zero.
+
+On the Transformer (ours): every nn.Linear (q/k/v/out projections, FFN, an unshared output matrix) per its own
+d_out x d_in shape; the token embeddings (and with them a tied output projection) and LayerNorms keep the model's
+own init (translation.md 2).
+"""
 
 from __future__ import annotations
 
@@ -30,4 +35,4 @@ def apply(model: nn.Module, params: XavierParams, context: InitContext) -> None:
     zero_biases(model)
 
 
-register(InitScheme("xavier", XavierParams, apply, check))
+register(InitScheme("xavier", XavierParams, apply, check, transformer=True))

@@ -171,8 +171,10 @@ def probe_job(cfg: DictConfig, job_dir: Path) -> list[list[dict]]:
     normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu"))
     env = environment(device)
     results = []
+    # The hooks must see each layer once: no checkpointed recomputation (checkpointing changes no value).
+    unsegmented = OmegaConf.merge(cfg, {"model": {"checkpoint_segments": 0}})
     for seed, directory in run_dirs(cfg, job_dir):
-        model = build_initialized_model(cfg, seed, data, device).model.to(device)
+        model = build_initialized_model(unsegmented, seed, data, device).model.to(device)
         images, labels = probe_batch(data, seed, size, normalize)
         rows = probe_model(model, images.to(device), labels.to(device))
         if cfg.probe.get("hessian", True):

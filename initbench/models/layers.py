@@ -51,3 +51,16 @@ class ScalarScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
+
+
+def linear(in_features: int, out_features: int, norm: str, bias: bool = True) -> nn.Module:
+    """A fully connected layer, weight-normalised (one gain per output unit) if norm=weightnorm."""
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    return weight_norm(layer, dim=0) if norm == "weightnorm" else layer
+
+
+def norm1d(norm: str, features: int) -> nn.Module:
+    return nn.BatchNorm1d(features) if norm == "batchnorm" else nn.Identity()
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from initbench.errors import ConfigError, choice_error
+from initbench.models.checkpointing import run_chain
 from initbench.models.layers import ScalarBias, ScalarScale, SubsampleZeroPad, conv, norm2d
 
 LAYOUTS = ("postact", "preact", "identity_stream")
@@ -310,8 +311,10 @@ def check(cfg: DictConfig, norm: str) -> None:
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, cfg: DictConfig, norm: str, num_classes: int):
+    def __init__(self, cfg: DictConfig, norm: str, num_classes: int, input_shape: tuple[int, int, int] = (3, 32, 32),
+                 segments: int = 0):
         super().__init__()
+        self.segments = segments  # activation checkpointing over the blocks (models/checkpointing.py)
         spec = BlockSpec(norm=norm, shortcut=cfg.shortcut, branch_scalars=cfg.branch_scalars)
         block = _BLOCKS[(cfg.layout, cfg.block)]
         n = blocks_per_stage(cfg)
@@ -320,7 +323,7 @@ class CifarResNet(nn.Module):
         self.postact = cfg.layout == "postact"
         self.preact = cfg.layout == "preact"
 
-        self.stem = conv(3, cfg.width, 3, 1, norm, spec.conv_bias)
+        self.stem = conv(input_shape[0], cfg.width, 3, 1, norm, spec.conv_bias)
         self.stem_norm = norm2d(norm, cfg.width) if self.postact else nn.Identity()
         self.stem_bias = ScalarBias() if cfg.branch_scalars == "fixup" else nn.Identity()
         stages, in_channels = [], cfg.width
@@ -344,7 +347,7 @@ class CifarResNet(nn.Module):
         x = self.stem_bias(self.stem_norm(self.stem(x)))
         if self.postact:
             x = F.relu(x)
-        x = self.stages(x)
+        x = run_chain(self.residual_blocks(), x, self.segments)
         if self.preact:
             x = F.relu(self.head_norm(x))
         return self.head_bias(x.mean(dim=(2, 3)))

@@ -35,10 +35,11 @@ def check(cfg: DictConfig, norm: str) -> None:
 
 
 class CifarVGG(nn.Module):
-    def __init__(self, cfg: DictConfig, norm: str, num_classes: int):
+    def __init__(self, cfg: DictConfig, norm: str, num_classes: int, input_shape: tuple[int, int, int] = (3, 32, 32),
+                 segments: int = 0):  # always 0: VGG is too shallow to checkpoint (models/__init__.py)
         super().__init__()
         # Named as in GradInit's code (conv<i>, bn<i>, pool<j>), so its "bn|norm" no-decay rule finds the BN layers.
-        layers, in_channels, pools = {}, 3, 0
+        layers, in_channels, pools = {}, input_shape[0], 0
         for width in LAYOUTS[cfg.depth]:
             if width == POOL:
                 layers[f"pool{pools}"] = nn.MaxPool2d(2)

@@ -33,7 +33,9 @@ METRIC_COLUMNS = ("run_id", "epoch", "step", "split", "metric", "value")
 INIT_SCALES_COLUMNS = ("tensor", "shape", "scale", "iterations", "constraint_steps")
 # Columns added after the first release: a summary without them is still read (they are blank).
 LATER_SUMMARY_COLUMNS = ("init_seconds", "diverged_reason", "init_hessian_lambda_max", "max_hessian_lambda_max_x_lr",
-                         "hessian_seconds")
+                         "hessian_seconds",
+                         # translation: the test BLEU of the epoch with the best valid bleu_sacre (NaN for images)
+                         "best_valid_bleu_sacre", "best_valid_epoch", "test_bleu_sacre", "test_bleu_tok")
 SUMMARY_COLUMNS = (
     "run_id", "experiment", "dataset", "model", "depth", "norm", "init", "optimizer", "lr", "warmup",
     "schedule", "epochs", "batch_size", "weight_decay", "seed", "fused_runs", "epochs_done", "diverged",

@@ -63,6 +63,9 @@ METRICS: dict[str, Metric] = {
         "test_accuracy_after_1_epoch", "test accuracy after the first epoch (fraction)",
         lambda t: ((100.0 - t["first_epoch_test_error"]) / 100.0).where(~_diverged_by(1)(t)), _diverged_by(1),
         digits=3),
+    "final_test_accuracy_fraction": Metric(
+        "test_accuracy", "final test accuracy (fraction)",
+        lambda t: ((100.0 - t["final_test_error"]) / 100.0).where(~t["diverged"]), lambda t: t["diverged"], digits=3),
     "hessian_lambda_max_at_init": Metric(
         "hessian_lambda_max_at_init", "λ1 of the loss Hessian at init",
         lambda t: t["init_hessian_lambda_max"], _no_divergence),
@@ -72,6 +75,13 @@ METRICS: dict[str, Metric] = {
     "max_hessian_lambda_max_x_lr": Metric(
         "max_hessian_lambda_max_x_lr", "largest η·λ1 measured (heavy-ball SGD is stable below 2 + 2β)",
         lambda t: t["max_hessian_lambda_max_x_lr"], _no_divergence),
+    # Translation: the test BLEU of the epoch with the best valid bleu_sacre (initbench/train/translation.py).
+    "test_bleu_tok": Metric(
+        "test_bleu", "test BLEU, tokenized (lowercased Moses tokens, BPE removed), best-valid epoch",
+        lambda t: t["test_bleu_tok"].where(~t["diverged"]), lambda t: t["diverged"]),
+    "test_bleu_sacre": Metric(
+        "test_bleu_sacre", "test sacreBLEU (13a, detokenized), best-valid epoch",
+        lambda t: t["test_bleu_sacre"].where(~t["diverged"]), lambda t: t["diverged"]),
     "pct_diverged": Metric(
         "pct_diverged", "% of seeds that diverged", lambda t: 100.0 * t["diverged"].astype(float), _no_divergence,
         rate=True, digits=0),

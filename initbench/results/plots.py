@@ -1,5 +1,6 @@
-"""Figures from the tidy results: curves per method, a metric against depth, divergence against the LR, and the
-loss Hessian's λ1 along training against the stability limits 2/η and (2 + 2β)/η.
+"""Figures from the tidy results: curves per method, a metric against depth, divergence against the LR, the
+loss Hessian's λ1 along training against the stability limits 2/η and (2 + 2β)/η, and the signal at init (from
+the probe's probe.csv files) against depth.
 
 Every figure is written as PNG and PDF beside the tidy CSV it was drawn from (`<out>/<name>.{png,pdf,csv}`).
 Figures are drawn on a bare `matplotlib.figure.Figure` (Agg canvas), never through pyplot's global state, so
@@ -33,6 +34,12 @@ CURVE_COLUMNS = ("method", "split", "metric", "epoch", "mean", "std", "n")
 DEPTH_COLUMNS = ("method", "depth", "metric", "mean", "std", "n", "n_diverged")
 DIVERGENCE_COLUMNS = ("method", "warmup", "lr", "pct_diverged", "n")
 CURVATURE_COLUMNS = ("method", "step", "lr", "momentum", "mean", "std", "n")
+SIGNAL_COLUMNS = ("method", "depth", "quantity", "mean", "log10_std", "n")
+# The two ratios of the signal figure, from the rows of one probe.csv (initbench/measure/probe.py).
+SIGNAL_QUANTITIES = {
+    "output_over_input_rms": "output RMS / input RMS",
+    "first_over_last_weight_grad_rms": "weight-gradient RMS, first layer / last layer",
+}
 
 
 # ----------------------------------------------------------------------------------------------- selection
@@ -299,6 +306,75 @@ def main_curvature(argv: list[str]) -> dict[str, Path]:
                         "+experiment=curvature_cifar10_resnet20), and check --root, --table and --where.")
     paths = save_figure(plot_curvature(data), data, Path(args.out), _stem(args, "curvature"))
     print(f"{len(runs)} run(s), {data['method'].nunique()} method(s): {', '.join(map(str, paths.values()))}")
+    return paths
+
+
+def probe_ratios(rows: pd.DataFrame) -> dict[str, float]:
+    """Output/input RMS and the first/last weight layer's weight-gradient RMS of one probe (its probe.csv rows)."""
+    net = rows[rows["layer"].eq("net")].set_index("quantity")["value"]
+    grads = rows[rows["kind"].isin(["conv", "linear"]) & rows["quantity"].eq("weight_grad_rms")].sort_values("index")
+    first, last = (grads["value"].iloc[0], grads["value"].iloc[-1]) if len(grads) else (float("nan"),) * 2
+    return {"output_over_input_rms": net["output_rms"] / net["input_rms"],
+            "first_over_last_weight_grad_rms": first / last}
+
+
+def signal_data(root: Path) -> pd.DataFrame:
+    """Geometric mean (and the std of log10) over seeds of each probe ratio, per method and depth: every
+    probe.csv under `root`, its method the init and norm of the config.yaml beside it."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    points = []
+    for probe in sorted(Path(root).rglob("probe.csv")):
+        config_file = probe.parent / "config.yaml"
+        if not config_file.is_file():
+            continue
+        cfg = OmegaConf.load(config_file)
+        method = f"{cfg.init.name}, norm={cfg.norm}"
+        for quantity, value in probe_ratios(pd.read_csv(probe)).items():
+            points.append({"method": method, "depth": int(cfg.model.depth), "quantity": quantity,
+                           "log10": float(np.log10(value)) if value > 0 else float("nan")})
+    if not points:
+        return pd.DataFrame(columns=SIGNAL_COLUMNS)
+    grouped = pd.DataFrame(points).groupby(["method", "depth", "quantity"], sort=True)["log10"]
+    data = grouped.agg(["mean", "std", "count"]).reset_index()
+    return pd.DataFrame({"method": data["method"], "depth": data["depth"], "quantity": data["quantity"],
+                         "mean": 10.0 ** data["mean"], "log10_std": data["std"], "n": data["count"]})
+
+
+def plot_signal(data: pd.DataFrame) -> Figure:
+    figure = Figure(figsize=(11, 4))
+    for column, (quantity, label) in enumerate(SIGNAL_QUANTITIES.items()):
+        axes = figure.add_subplot(1, 2, column + 1)
+        for method, points in data[data["quantity"].eq(quantity)].groupby("method", sort=True):
+            points = points.sort_values("depth")
+            axes.plot(points["depth"], points["mean"], marker="o", label=method)
+        axes.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("depth (layers)")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3, which="both")
+    figure.axes[0].legend(fontsize="small")
+    figure.suptitle("signal at init (one probe batch; geometric mean over seeds)")
+    return figure
+
+
+def main_signal(argv: list[str]) -> dict[str, Path]:
+    """Signal propagation at init against depth, per init: output/input RMS and first/last-layer weight-gradient
+    RMS, from the probe.csv files under --root (run the sweep with task=probe)."""
+    parser = argparse.ArgumentParser(description=main_signal.__doc__)
+    parser.add_argument("--root", default="results", help="folder searched for probe.csv files (default: results)")
+    parser.add_argument("--out", default="results/figures", help="where figures go (default: results/figures)")
+    parser.add_argument("--name", default="signal", help="file name stem (default: signal)")
+    args = parser.parse_args(argv)
+    data = signal_data(Path(args.root))
+    if data.empty:
+        raise UserError(f"No probe.csv under {args.root}: probe the sweep first, e.g. python -m initbench -m "
+                        "+sweep=plain_depth task=probe, then give its folder as --root.")
+    paths = save_figure(plot_signal(data), data, Path(args.out), args.name)
+    print(f"{data['method'].nunique()} method(s), depths {sorted(data['depth'].unique())}: "
+          f"{', '.join(map(str, paths.values()))}")
     return paths
 
 

@@ -6,6 +6,12 @@ cosine per iteration to 0 over all steps (zhuchen03/gradinit train_cifar.py: Cos
 epochs x iterations, stepped after every batch), and milestones given as fractions of training fall on epoch
 boundaries anyway. `schedule.interval=epoch` holds each epoch at the value of its first step, as a scheduler
 stepped once per epoch does. Warmup ramps per step either way (Arpit et al.'s code updates it per mini-batch).
+
+Translation (translation.md 3): `optim=adamw` is fairseq's Adam, whose weight decay is decoupled
+(p <- p - lr·wd·p) and applies to every parameter; `schedule=inverse_sqrt` holds the LR after the warmup W and then
+decays it as lr·sqrt(W/n) (n = the 0-based step), and without warmup is T-Fixup's form lr·sqrt(R/(R+n)) with
+R = `schedule.reference_steps` (4000); `schedule=linear` is GradInit's: lr at step 0, then
+(lr - m)(1 - (n-1)/(T-1)) + m with m = `schedule.min_lr` and T = all training steps.
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ def build_optimizer(named_params: list[tuple[str, torch.Tensor]], optim: DictCon
             groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
             weight_decay=optim.weight_decay, **speed,
         )
+    if optim.name == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay, **speed
+        )
     return torch.optim.Adam(
         groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay, **speed
     )
@@ -61,12 +71,17 @@ def build_optimizer(named_params: list[tuple[str, torch.Tensor]], optim: DictCon
 class LRSchedule:
     """LR factor per optimizer step: the schedule (over epochs) times the warmup ramp."""
 
-    def __init__(self, schedule: DictConfig, warmup: Warmup, steps_per_epoch: int, epochs: int):
+    def __init__(self, schedule: DictConfig, warmup: Warmup, steps_per_epoch: int, epochs: int,
+                 lr: float | None = None):
+        """`lr`: the base LR, which `schedule.min_lr` (schedule=linear) is a fraction of."""
         self.name = schedule.name
         self.interval_steps = steps_per_epoch if schedule.interval == "epoch" else 1
         self.total_steps = epochs * steps_per_epoch
         self.milestone_steps = [int(round(m * self.total_steps)) for m in schedule.milestones]
         self.gamma = schedule.gamma
+        # Read only by the schedules that have them (linear, inverse_sqrt).
+        self.min_factor = schedule.get("min_lr", 0.0) / lr if lr else 0.0
+        self.reference_steps = schedule.get("reference_steps")
         self.warmup_steps = warmup.total_steps(steps_per_epoch)
         self.warmup_power = 2 if warmup.shape == "quadratic" else 1
 
@@ -77,6 +92,14 @@ class LRSchedule:
             value = self.gamma ** sum(moved >= m for m in self.milestone_steps)
         elif self.name == "cosine":
             value = 0.5 * (1 + math.cos(math.pi * min(moved, self.total_steps) / self.total_steps))
+        elif self.name == "inverse_sqrt":
+            if self.warmup_steps:
+                value = math.sqrt(self.warmup_steps / moved) if moved > self.warmup_steps else 1.0
+            else:
+                value = math.sqrt(self.reference_steps / (self.reference_steps + moved))
+        elif self.name == "linear":
+            progress = min(max(moved - 1, 0) / max(self.total_steps - 1, 1), 1.0)
+            value = (1 - self.min_factor) * (1 - progress) + self.min_factor if moved else 1.0
         else:
             value = 1.0
         if step < self.warmup_steps:

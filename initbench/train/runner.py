@@ -21,7 +21,7 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 from initbench.config import parse_warmup, run_id, seeds_of, validate
-from initbench.data import ImageData, load_dataset
+from initbench.data import ImageData, TranslationData, load_dataset
 from initbench.data.loaders import data_generator, steps_per_epoch
 from initbench.errors import ConfigError, UserError
 from initbench.results.files import (
@@ -29,7 +29,10 @@ from initbench.results.files import (
     SUMMARY_COLUMNS, SUMMARY_FILE,
     read_summary, remove_stale_temp_files, write_csv, write_json, write_text,
 )
+from initbench.results.trackers import check_installed, open_trackers
+from initbench.train.job_lock import JobLock
 from initbench.train.trainer import RunState, Trainer, resolve_device, train_metric_names
+from initbench.train.translation import bleu_summary
 
 log = logging.getLogger("initbench")
 
@@ -118,6 +121,7 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "max_hessian_lambda_max_x_lr": max((r["value"] for r in run.rows if r["metric"] == "hessian_lambda_max_x_lr"
                                             and not math.isnan(r["value"])), default=math.nan),
         "hessian_seconds": run.hessian_seconds,
+        **bleu_summary(run.rows),
     }
 
 
@@ -141,7 +145,12 @@ def _check_fits_data(cfg: DictConfig, data: ImageData) -> None:
             f"({len(data.train_labels)} images, batch_size={cfg.batch_size}) = {total} steps. Shorten the warmup or "
             "train longer."
         )
-    height, width = data.train_images.shape[-2:]
+    channels, height, width = data.train_images.shape[1:]
+    if channels != len(cfg.dataset.mean):
+        raise ConfigError(
+            f"{cfg.dataset.name} has {channels}-channel images but dataset.mean/dataset.std give "
+            f"{len(cfg.dataset.mean)} value(s): give one per channel (configs/dataset/{cfg.dataset.name}.yaml)."
+        )
     if cfg.dataset.cutout > min(height, width):
         raise ConfigError(
             f"dataset.cutout={cfg.dataset.cutout} is larger than the {height}x{width} images of {cfg.dataset.name}: "
@@ -154,9 +163,23 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     """Train the runs of this job that are not finished yet; return every run's summary row.
 
     Every check (config, finished runs, data, checkpoint) happens before the first file is written, so a
-    job that fails to start changes nothing in its folder.
+    job that fails to start changes nothing in its folder. A job that another process is training
+    (initbench/train/job_lock.py) is skipped with a warning that names that process; nothing is returned for it.
     """
     validate(cfg)
+    check_installed(cfg)  # a missing tracker package is named before any data is read
+    lock = JobLock(job_dir)
+    if not lock.acquire():
+        log.warning("skip %s: it is being trained by %s; this process leaves it alone (relaunch once that one has "
+                    "ended to continue it)", job_dir, lock.holder())
+        return []
+    try:
+        return _train_locked_job(cfg, job_dir)
+    finally:
+        lock.release()
+
+
+def _train_locked_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     plan = [(seed, directory, run_id(resolved, seed)) for seed, directory in run_dirs(cfg, job_dir)]
     checkpoint = job_dir / CHECKPOINT_FILE
@@ -182,11 +205,13 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     device = resolve_device(cfg.device)
     _configure_determinism(cfg, device)
     data = load_dataset(cfg.dataset)
-    _check_fits_data(cfg, data)
+    if not isinstance(data, TranslationData):  # translation data are checked by the Trainer, before the init
+        _check_fits_data(cfg, data)
     if cfg.force:
         checkpoint.unlink(missing_ok=True)
     runs = [RunState(identity, seed, directory, data_generator(seed, device)) for seed, directory, identity in pending]
     trainer = Trainer(cfg, runs, data, device, checkpoint)  # resumes from the checkpoint, or fails on a bad one
+    trackers = open_trackers(cfg, runs)  # logger=...: an unreachable tracker stops here, before any file is written
     env = environment(device)
     for run in runs:
         (run.out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a forced re-run is unfinished until its new summary
@@ -197,10 +222,12 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     def write_metrics() -> None:
         for run in runs:
             write_csv(run.out_dir / METRICS_FILE, run.rows, METRIC_COLUMNS)
+        trackers.send()  # the rows just written
 
     trainer.fit(on_epoch_end=write_metrics)
     write_metrics()
     summaries = [summary_row(cfg, run, len(runs), device) for run in runs]
+    trackers.finish(summaries)
     for run, summary in zip(runs, summaries):
         write_csv(run.out_dir / SUMMARY_FILE, [summary], SUMMARY_COLUMNS)
     checkpoint.unlink(missing_ok=True)  # the summary now marks the runs finished

@@ -4,6 +4,12 @@ Each run's state lives in its `RunState`: identity, data generator, metric rows,
 Inside an epoch nothing is read back to the host except the divergence flags every
 `divergence.check_every` steps; losses and accuracies accumulate on the device and are read
 once per epoch.
+
+What is trained on is a task behind a small seam: the task gives the epoch's batches, each batch's per-run losses
+(with correct predictions and the batch's size in the unit the metrics average over) and the evaluation rows;
+the loop (optimizer steps, schedule, divergence, checkpoints) is the same for all. `ImageTask`: image
+classification; `initbench/train/translation.py`'s `TranslationTask`: token batches, label-smoothed
+cross-entropy, beam-search BLEU.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +29,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from initbench.config import parse_warmup
-from initbench.data import ImageData
+from initbench.data import ImageData, TranslationData
 from initbench.data.augment import Normalize
 from initbench.data.sampler import TrainingSampler
 from initbench.data.loaders import ResidentLoader, TorchLoader, eval_batches
@@ -32,9 +38,10 @@ from initbench.inits import InitContext, InitReport, apply_init
 from initbench.models import build_model
 from initbench.results.files import load_checkpoint, save_checkpoint
 from initbench.train.curvature import HessianMonitor
-from initbench.train.mixup import MixedBatch, draw_epoch_mixing
+from initbench.train.mixup import draw_epoch_mixing
 from initbench.train.optim import LRSchedule, build_optimizer
 from initbench.train.replicas import Replicas
+from initbench.train.translation import TranslationTask, check_data, translation_init_context
 
 log = logging.getLogger("initbench")
 
@@ -147,7 +154,7 @@ class InitializedModel:
     seconds: float  # the init scheme's wall time
 
 
-def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData,
+def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData | TranslationData,
                             device: torch.device = torch.device("cpu"), initialize: bool = True) -> InitializedModel:
     """Build one run's model on the CPU from its seed and initialise it, so the init is device-independent; the
     learned inits (GradInit, MetaInit) search on `device` with batches of their own. `initialize=False` only
@@ -156,9 +163,14 @@ def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData,
     Shared by training and the probe: the same config and seed give the same initial weights in both.
     """
     torch.manual_seed(seed)
-    model = build_model(cfg.model, cfg.norm, data.num_classes)
+    if isinstance(data, TranslationData):
+        model = build_model(cfg.model, cfg.norm, data.vocab_sizes)
+    else:
+        model = build_model(cfg.model, cfg.norm, data.num_classes, tuple(data.train_images.shape[1:]))
     if not initialize:
         return InitializedModel(model, InitReport(), 0.0)
+    if isinstance(data, TranslationData):
+        return _initialize(model, cfg, translation_init_context(cfg, seed, data, device))
     cpu_normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu"))
     augment = cfg.dataset.augment == "crop_flip"
     context = InitContext(
@@ -172,20 +184,107 @@ def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData,
         device=device,
         autocast=precision_context(cfg.precision, device),
     )
+    return _initialize(model, cfg, context)
+
+
+def _initialize(model: torch.nn.Module, cfg: DictConfig, context: InitContext) -> InitializedModel:
     started = time.perf_counter()
     apply_init(model, cfg.init, context)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if context.device.type == "cuda":
+        torch.cuda.synchronize(context.device)
     return InitializedModel(model, context.report, time.perf_counter() - started)
 
 
-class Trainer:
+class ImageTask:
+    """Image classification behind the task seam: the resident (or torch) loader, mixup, cross-entropy, test
+    loss and error."""
+
     def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData, device: torch.device,
-                 checkpoint_path: Path):
-        self.cfg, self.runs, self.device, self.checkpoint_path = cfg, runs, device, checkpoint_path
-        self.epochs = int(cfg.epochs)
+                 autocast: AbstractContextManager):
+        self.cfg, self.runs, self.device, self.autocast = cfg, runs, device, autocast
         augment = cfg.dataset.augment == "crop_flip"
         self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
+        memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+        if cfg.data.loader == "torch":
+            self.loader = TorchLoader(data.train_images, data.train_labels, cfg.batch_size, list(cfg.dataset.mean),
+                                      list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device,
+                                      cutout=cfg.dataset.cutout)
+        else:
+            self.loader = ResidentLoader(data.train_images.to(device), data.train_labels.to(device), cfg.batch_size,
+                                         self.normalize, augment, [run.generator for run in runs],
+                                         channels_last=cfg.channels_last, cutout=cfg.dataset.cutout)
+        self.steps_per_epoch = self.loader.steps_per_epoch
+        self.mixup_alpha = float(cfg.train.mixup_alpha)
+        self.mixing = None
+        # Stored in the models' layout once, so evaluation batches need no per-batch layout copy.
+        self.test_images = data.test_images.to(device, memory_format=memory_format)
+        self.test_labels = data.test_labels.to(device)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.mixing = None if not self.mixup_alpha else draw_epoch_mixing(
+            self.mixup_alpha, [run.generator for run in self.runs], self.steps_per_epoch, self.cfg.batch_size)
+        return self.loader.epoch()
+
+    def losses(self, replicas: Replicas, batch: tuple[torch.Tensor, torch.Tensor],
+               index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Each run's loss [K] and correct predictions [K] (λ-weighted under mixup), and the batch size."""
+        images, labels = batch
+        mix = self.mixing.step(index, labels.shape[1]) if self.mixing is not None else None
+        if mix is not None:
+            images = mix.images(images)
+        with self.autocast:
+            logits = replicas(images).float()
+        losses = self._losses(logits, labels)
+        if mix is not None:
+            partners = mix.partner_labels(labels)
+            losses = mix.combine(losses, self._losses(logits, partners))
+        predicted = logits.detach().argmax(dim=-1)
+        hits = (predicted == labels).sum(dim=1).float()
+        if mix is not None:
+            hits = mix.combine(hits, (predicted == partners).sum(dim=1).float())
+        return losses, hits, labels.shape[1]
+
+    @staticmethod
+    def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each run's mean cross-entropy [K] from logits [K, B, classes] and labels [K, B]."""
+        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        return losses.view(len(labels), -1).mean(dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, replicas: Replicas, runs: list[RunState]) -> None:
+        """Test loss and error of every run still training (diverged runs record nothing)."""
+        count = len(runs)
+        loss_sum = torch.zeros(count, device=self.device)
+        correct = torch.zeros(count, device=self.device, dtype=torch.long)
+        replicas.train(False)
+        for images, labels in eval_batches(self.test_images, self.test_labels, self.cfg.eval_batch_size,
+                                           self.normalize):
+            with self.autocast:
+                logits = replicas.forward_shared(images)
+            targets = labels.expand(count, -1)
+            loss_sum += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").sum(dim=1)
+            correct += (logits.argmax(dim=-1) == targets).sum(dim=1)
+        total = len(self.test_labels)
+        for run, loss, hits in zip(runs, loss_sum.tolist(), correct.tolist()):
+            if run.diverged:
+                continue
+            run.record("test", "loss", loss / total)
+            run.record("test", "error", 100.0 * (1 - hits / total))
+
+    def state_dict(self, run: int) -> dict:
+        return self.loader.state_dict(run)
+
+    def load_state_dict(self, run: int, state: dict) -> None:
+        self.loader.load_state_dict(run, state)
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData | TranslationData,
+                 device: torch.device, checkpoint_path: Path):
+        self.cfg, self.runs, self.device, self.checkpoint_path = cfg, runs, device, checkpoint_path
+        self.epochs = int(cfg.epochs)
+        if isinstance(data, TranslationData):
+            check_data(cfg, data, runs[0].seed)  # before an init search that could take long
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         resuming = checkpoint_path.is_file()  # the weights come from the checkpoint: no init search again
         models = []
@@ -198,26 +297,17 @@ class Trainer:
         compile_mode = {True: "default", False: None}.get(cfg.compile, cfg.compile)
         self.replicas = Replicas(models, compile_mode, cfg.channels_last)
         self.optimizer = build_optimizer(self.replicas.named_parameters(), cfg.optim)
-
-        if cfg.data.loader == "torch":
-            self.loader = TorchLoader(data.train_images, data.train_labels, cfg.batch_size, list(cfg.dataset.mean),
-                                      list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device,
-                                      cutout=cfg.dataset.cutout)
+        self.autocast = precision_context(cfg.precision, device)()
+        if isinstance(data, TranslationData):
+            self.task = TranslationTask(cfg, runs[0].seed, runs[0].generator, data, device, self.autocast)
         else:
-            self.loader = ResidentLoader(data.train_images.to(device), data.train_labels.to(device), cfg.batch_size,
-                                         self.normalize, augment, [run.generator for run in runs],
-                                         channels_last=cfg.channels_last, cutout=cfg.dataset.cutout)
-        self.mixup_alpha = float(cfg.train.mixup_alpha)
+            self.task = ImageTask(cfg, runs, data, device, self.autocast)
         self.train_metric = train_metric_names(cfg)
         self.clip_grad_norm = float(cfg.optim.clip_grad_norm)
         self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
-                                   self.loader.steps_per_epoch, self.epochs)
+                                   self.task.steps_per_epoch, self.epochs, cfg.optim.lr)
         self.hessian = None if cfg.measure.hessian_every is None else HessianMonitor(
-            cfg, self.replicas, [run.seed for run in runs], data, device, self.loader.steps_per_epoch, self.epochs)
-        # Stored in the models' layout once, so evaluation batches need no per-batch layout copy.
-        self.test_images = data.test_images.to(device, memory_format=memory_format)
-        self.test_labels = data.test_labels.to(device)
-        self.autocast = precision_context(cfg.precision, device)()
+            cfg, self.replicas, [run.seed for run in runs], data, device, self.task.steps_per_epoch, self.epochs)
         self._resume()
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -235,20 +325,35 @@ class Trainer:
         chosen = [entries[run.run_id] for run in self.runs]
         if len({entry["run"]["epochs_done"] for entry in chosen}) != 1:
             raise UserError(f"The runs in {self.checkpoint_path} stopped at different epochs; run with force=true.")
+        self._check_shapes(chosen[0]["model"])
         self.replicas.load_run_states([entry["model"] for entry in chosen])
         self.replicas.load_optimizer_run_states(self.optimizer, [entry["optimizer"] for entry in chosen])
         for index, (run, entry) in enumerate(zip(self.runs, chosen)):
             run.load_checkpoint(entry["run"])
-            self.loader.load_state_dict(index, entry["loader"])
+            self.task.load_state_dict(index, entry["loader"])
         log.info("resumed %d run(s) from %s after epoch %d", len(self.runs), self.checkpoint_path,
                  self.runs[0].epochs_done)
+
+    def _check_shapes(self, saved: dict[str, torch.Tensor]) -> None:
+        """A checkpoint whose tensors do not fit the model (e.g. translation data prepared again with another
+        vocabulary since it was written) is refused with what differs."""
+        current = self.replicas.run_state(0)
+        wrong = [f"{name} {tuple(saved[name].shape)} vs {tuple(tensor.shape)} now" for name, tensor in current.items()
+                 if name in saved and saved[name].shape != tensor.shape]
+        missing = sorted(set(current) ^ set(saved))
+        if wrong or missing:
+            raise UserError(
+                f"The checkpoint {self.checkpoint_path} does not fit this model: "
+                f"{'; '.join(wrong[:3] or missing[:3])}. Its data or model changed since it was written (for "
+                "translation: a vocabulary of another size, i.e. the data were prepared again). Restore the data it "
+                "was trained on, or run with force=true to start again.")
 
     def _save_checkpoint(self) -> None:
         entries = {
             run.run_id: {
                 "model": self.replicas.run_state(index),
                 "optimizer": self.replicas.optimizer_run_state(self.optimizer, index),
-                "loader": self.loader.state_dict(index),
+                "loader": self.task.state_dict(index),
                 "run": run.to_checkpoint(),
             }
             for index, run in enumerate(self.runs)
@@ -267,41 +372,23 @@ class Trainer:
                 on_epoch_end()
             self._log_epoch()
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int,
-                    mix: MixedBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step of all K runs; returns each run's loss [K] and correct predictions [K] (λ-weighted
-        under mixup), detached.
+    def _train_step(self, batch: object, index: int, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One optimizer step of all K runs on the epoch's batch `index`; returns each run's loss [K] and correct
+        predictions [K] (λ-weighted under mixup), detached, and the batch's size (images, target tokens).
 
         Nothing here waits for the device. The LR is a Python float set per step: fused SGD/Adam take it
         as a kernel argument, and only the model is compiled (compile=true), so a new LR never recompiles.
         Compiling or CUDA-graphing optimizer.step() would need the LR as a device tensor instead.
         """
         self.schedule.apply(self.optimizer, step)
-        if mix is not None:
-            images = mix.images(images)
-        with self.autocast:
-            logits = self.replicas(images).float()
-        losses = self._losses(logits, labels)
-        if mix is not None:
-            partners = mix.partner_labels(labels)
-            losses = mix.combine(losses, self._losses(logits, partners))
+        losses, hits, size = self.task.losses(self.replicas, batch, index)
         self.optimizer.zero_grad(set_to_none=True)
         # Run k's parameters get only run k's gradient, so a run whose loss is NaN leaves the others intact.
         losses.sum().backward()
         if self.clip_grad_norm:
             self.replicas.clip_grad_norm_(self.clip_grad_norm)
         self.optimizer.step()
-        predicted = logits.detach().argmax(dim=-1)
-        hits = (predicted == labels).sum(dim=1).float()
-        if mix is not None:
-            hits = mix.combine(hits, (predicted == partners).sum(dim=1).float())
-        return losses.detach(), hits
-
-    @staticmethod
-    def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Each run's mean cross-entropy [K] from logits [K, B, classes] and labels [K, B]."""
-        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-        return losses.view(len(labels), -1).mean(dim=1)
+        return losses.detach(), hits, size
 
     def train_epoch(self) -> None:
         """One pass over the training split for every run; metrics are read back once, at the end."""
@@ -316,24 +403,21 @@ class Trainer:
         factor = self.cfg.divergence.loss_factor
         check_every = self.cfg.divergence.check_every
         self.replicas.train(True)
-        progress = tqdm(total=self.loader.steps_per_epoch, desc=f"epoch {runs[0].epochs_done + 1}/{self.epochs}",
+        progress = tqdm(total=self.task.steps_per_epoch, desc=f"epoch {runs[0].epochs_done + 1}/{self.epochs}",
                         leave=False, disable=not (self.cfg.progress and sys.stderr.isatty()))
         started, measuring = time.perf_counter(), 0.0
-        mixing = None if not self.mixup_alpha else draw_epoch_mixing(
-            self.mixup_alpha, [run.generator for run in runs], self.loader.steps_per_epoch, self.cfg.batch_size)
-        for index, (images, labels) in enumerate(self.loader.epoch()):
+        for index, batch in enumerate(self.task.epoch()):
             if self.hessian is not None and self.hessian.due(step):
                 measuring += self._measure_hessian(step, diverged_at)
-            mix = mixing.step(index, labels.shape[1]) if mixing is not None else None
-            losses, step_hits = self._train_step(images, labels, step, mix)
+            losses, step_hits, size = self._train_step(batch, index, step)
             step += 1
             if step == 1:  # each run's bound is loss_factor x its first loss; a non-finite first loss diverges
                 bound = torch.nan_to_num(factor * losses, nan=-math.inf, posinf=-math.inf)
             # `not loss <= bound` also holds for NaN and inf: every run is judged on its own loss only.
             diverged_at = torch.where((diverged_at < 0) & ~(losses <= bound), step, diverged_at)
-            loss_sum += losses * labels.shape[1]
+            loss_sum += losses * size
             correct += step_hits
-            seen += labels.shape[1]
+            seen += size
             progress.update()
             if step % check_every == 0 and bool((diverged_at >= 0).all()):
                 break  # every run has diverged: nothing left to train this epoch
@@ -368,7 +452,7 @@ class Trainer:
         started = time.perf_counter()
         alive = (diverged_at < 0).tolist()  # a host read, at measurement steps only
         lr = self.cfg.optim.lr * self.schedule.factor(step)
-        epoch = step // self.loader.steps_per_epoch
+        epoch = step // self.task.steps_per_epoch
         for run, (rows, seconds) in zip(self.runs, self.hessian.measure(step, lr, alive, self.optimizer)):
             run.hessian_seconds += seconds
             for metric, value in rows.items():
@@ -376,26 +460,9 @@ class Trainer:
         self.replicas.train(True)
         return time.perf_counter() - started
 
-    @torch.no_grad()
     def evaluate(self) -> None:
-        """Test loss and error of every run still training (diverged runs record nothing)."""
-        count = len(self.runs)
-        loss_sum = torch.zeros(count, device=self.device)
-        correct = torch.zeros(count, device=self.device, dtype=torch.long)
-        self.replicas.train(False)
-        for images, labels in eval_batches(self.test_images, self.test_labels, self.cfg.eval_batch_size,
-                                           self.normalize):
-            with self.autocast:
-                logits = self.replicas.forward_shared(images)
-            targets = labels.expand(count, -1)
-            loss_sum += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").sum(dim=1)
-            correct += (logits.argmax(dim=-1) == targets).sum(dim=1)
-        total = len(self.test_labels)
-        for run, loss, hits in zip(self.runs, loss_sum.tolist(), correct.tolist()):
-            if run.diverged:
-                continue
-            run.record("test", "loss", loss / total)
-            run.record("test", "error", 100.0 * (1 - hits / total))
+        """The task's evaluation rows for every run still training (diverged runs record nothing)."""
+        self.task.evaluate(self.replicas, self.runs)
 
     def _log_epoch(self) -> None:
         for run in self.runs:
