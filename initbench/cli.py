@@ -39,8 +39,11 @@ register_resolvers()
 
 
 def _fail(err: UserError, job_dir: Path | None) -> NoReturn:
+    from initbench.train.distributed import launched_rank
     from initbench.train.runner import remove_if_empty
 
+    if launched_rank() != 0:
+        sys.exit(2)  # every rank of a distributed job meets the same error; rank 0 reports it and cleans up
     if job_dir is not None:
         remove_if_empty(job_dir)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -120,7 +123,12 @@ def _pin_submitit_local_gpu(cfg: DictConfig) -> None:
 
 def run_task(cfg: DictConfig) -> None:
     """The Hydra task: one job of a run or sweep."""
+    from initbench.train.distributed import launched_rank
+
     _pin_submitit_local_gpu(cfg)
+    if launched_rank() != 0:  # one job log, rank 0's: the other ranks of a distributed job keep their console
+        for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
+            logging.getLogger().removeHandler(handler)
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         if cfg.task == "probe":
@@ -130,7 +138,9 @@ def run_task(cfg: DictConfig) -> None:
         elif cfg.task == "train":
             from initbench.train.runner import print_summary, train_job
 
-            print_summary(train_job(cfg, job_dir), job_dir)
+            summaries = train_job(cfg, job_dir)
+            if launched_rank() == 0:
+                print_summary(summaries, job_dir)
         else:
             from initbench.config import TASKS
             from initbench.errors import choice_error

@@ -134,8 +134,14 @@ def test_submitit_local_runs_two_jobs_each_on_its_own_device(tmp_path: Path):
     assert pinned == ["0", "1"]
 
 
-def test_slurm_preset_asks_for_one_gpu_per_array_task(tmp_path: Path, monkeypatch):
-    """The sbatch script submitit writes for hydra/launcher=slurm (a stand-in `srun` lets submitit build it)."""
+@pytest.mark.parametrize("preset, lines", [
+    ("slurm", ("--gpus-per-task=1", "--partition=gpu", "--time=720", "--cpus-per-task=8", "--mem=64GB",
+               "--ntasks-per-node=1")),
+    ("slurm_ddp", ("--gpus-per-task=1", "--partition=gpu", "--ntasks-per-node=8", "--nodes=1", "--mem=480GB")),
+])
+def test_slurm_presets_ask_for_one_gpu_per_task(tmp_path: Path, monkeypatch, preset: str, lines: tuple[str, ...]):
+    """The sbatch script submitit writes for hydra/launcher=slurm (one task per sweep job) and slurm_ddp (one task
+    per GPU of a data-parallel job); a stand-in `srun` lets submitit build it."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
@@ -145,7 +151,7 @@ def test_slurm_preset_asks_for_one_gpu_per_array_task(tmp_path: Path, monkeypatc
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=["+sweep=fixup_cifar10", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+                      overrides=["+sweep=fixup_cifar10", f"hydra/launcher={preset}", "hydra.launcher.partition=gpu"])
     params = OmegaConf.to_container(cfg.hydra.launcher)
     assert params["max_num_timeout"] == 3  # re-queued after a timeout: the run resumes from its checkpoint
     # What the launcher plugin passes to submitit: shared keys as they are, Slurm ones prefixed.
@@ -155,8 +161,7 @@ def test_slurm_preset_asks_for_one_gpu_per_array_task(tmp_path: Path, monkeypatc
     executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm")
     executor.update_parameters(name="initbench", **params)
     sbatch = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
-    for line in ("--gpus-per-task=1", "--partition=gpu", "--time=720", "--cpus-per-task=8", "--mem=64GB",
-                 "--ntasks-per-node=1"):
+    for line in lines:
         assert f"#SBATCH {line}" in sbatch
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger("initbench")
 
@@ -79,8 +80,11 @@ class Replicas:
     """K models run as one: parameters and buffers stacked along a leading run dimension, the forward vmapped
     over it, so one kernel launch serves all K runs. K = 1 is the plain module, with no stacking or vmap."""
 
-    def __init__(self, models: list[nn.Module], compile_mode: str | None = None, channels_last: bool = False):
-        """`compile_mode`: None runs eagerly; otherwise a torch.compile mode ("default", "reduce-overhead", ...)."""
+    def __init__(self, models: list[nn.Module], compile_mode: str | None = None, channels_last: bool = False,
+                 data_parallel: torch.device | None = None):
+        """`compile_mode`: None runs eagerly; otherwise a torch.compile mode ("default", "reduce-overhead", ...).
+        `data_parallel`: this process's device in a distributed job (initbench/train/distributed.py); the training
+        forward of the (single) model then runs through DistributedDataParallel, which all-reduces its gradients."""
         self.count = len(models)
         # Inputs arrive channels_last from the loader (evaluation batches are converted here); K = 1 models
         # come in channels_last, K > 1 conv weights are stacked so that their grouped form is channels_last.
@@ -90,6 +94,9 @@ class Replicas:
             self._params = dict(models[0].named_parameters())
             self._buffers = dict(models[0].named_buffers())
             self._forward = self._forward_shared = models[0]
+            if data_parallel is not None:
+                device_ids = [data_parallel] if data_parallel.type == "cuda" else None
+                self._forward = DistributedDataParallel(models[0], device_ids=device_ids)
         else:
             self._params, self._buffers = stack_module_state(models)
             if channels_last:

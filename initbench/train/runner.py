@@ -30,6 +30,7 @@ from initbench.results.files import (
     read_summary, remove_stale_temp_files, write_csv, write_json, write_text,
 )
 from initbench.results.trackers import check_installed, open_trackers
+from initbench.train.distributed import World, check_same_config, device_setting, join, rank0_decides
 from initbench.train.job_lock import JobLock
 from initbench.train.trainer import RunState, Trainer, resolve_device, train_metric_names
 from initbench.train.translation import bleu_summary
@@ -80,7 +81,7 @@ def write_run_record(directory: Path, cfg: DictConfig, seed: int, env: dict) -> 
     write_json(directory / ENV_FILE, env)
 
 
-def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.device) -> dict:
+def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.device, world_size: int = 1) -> dict:
     epochs_trained = run.epochs_done if not run.diverged else run.diverged_epoch
     train = train_metric_names(cfg)  # under mixup, the summary's train loss and error are the mixup ones
     return {
@@ -111,8 +112,8 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "final_train_loss": run.last("train", train["loss"]),
         "final_train_error": run.last("train", train["error"]),
         "wall_time_s": run.train_seconds,
-        "images_per_s": run.images_trained / run.train_seconds if run.train_seconds else math.nan,
-        "device": str(device),
+        "images_per_s": run.images_trained / run.train_seconds if run.train_seconds else math.nan,  # all ranks
+        "device": str(device) if world_size == 1 else f"{world_size} x {device.type}",
         "init_seconds": run.init_seconds,
         "diverged_reason": run.diverged_reason if run.diverged else "",
         # λ1 at init (measure.hessian_every includes step 0) and the largest η·λ1 the run met.
@@ -168,18 +169,43 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
     """
     validate(cfg)
     check_installed(cfg)  # a missing tracker package is named before any data is read
-    lock = JobLock(job_dir)
-    if not lock.acquire():
-        log.warning("skip %s: it is being trained by %s; this process leaves it alone (relaunch once that one has "
-                    "ended to continue it)", job_dir, lock.holder())
+    world = join(cfg.device)
+    _check_distributed(cfg, world)
+    lock = JobLock(job_dir)  # rank 0 holds it for the whole distributed job
+    if not rank0_decides(world, lock.acquire() if world.main else True):
+        if world.main:
+            log.warning("skip %s: it is being trained by %s; this process leaves it alone (relaunch once that one "
+                        "has ended to continue it)", job_dir, lock.holder())
         return []
     try:
-        return _train_locked_job(cfg, job_dir)
+        return _train_locked_job(cfg, job_dir, world)
     finally:
         lock.release()
 
 
-def _train_locked_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
+def _check_distributed(cfg: DictConfig, world: World) -> None:
+    """What a distributed job needs besides a valid config; the same error on every rank."""
+    if not world.active:
+        return
+    check_same_config(world, OmegaConf.to_container(cfg, resolve=True))
+    if cfg.batch_size % world.size:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is the recipe's global batch, split over {world.size} processes: it must "
+            f"be divisible by the world size. Launch {world.size} processes with a batch_size that is a multiple of "
+            f"{world.size}, or change the number of processes (torchrun --nproc_per_node=...)."
+        )
+    unsupported = [setting for setting, used in (
+        (f"fused seeds (seed={cfg.seed})", len(seeds_of(cfg.seed)) > 1),
+        (f"train.mixup_alpha={cfg.train.mixup_alpha}", bool(cfg.train.mixup_alpha)),
+        ("measure.hessian_every", cfg.measure.hessian_every is not None),
+        (f"model.arch={cfg.model.arch} (translation batches by tokens)", cfg.model.arch == "transformer"),
+    ) if used]
+    if unsupported:
+        raise ConfigError(f"A distributed job ({world.size} processes) does not support {', '.join(unsupported)} "
+                          "yet. Run it in one process, or drop these settings.")
+
+
+def _train_locked_job(cfg: DictConfig, job_dir: Path, world: World) -> list[dict]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     plan = [(seed, directory, run_id(resolved, seed)) for seed, directory in run_dirs(cfg, job_dir)]
     checkpoint = job_dir / CHECKPOINT_FILE
@@ -196,21 +222,26 @@ def _train_locked_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
             )
         else:
             pending.append((seed, directory, identity))
-    for directory in {job_dir, *(directory for _, directory, _ in plan)}:
+    for directory in {job_dir, *(directory for _, directory, _ in plan)} if world.main else ():
         remove_stale_temp_files(directory)  # left by a process killed in the middle of an atomic write
     if not pending:
-        checkpoint.unlink(missing_ok=True)  # left when a kill came between the last summary and its removal
+        if world.main:
+            checkpoint.unlink(missing_ok=True)  # left when a kill came between the last summary and its removal
         return finished
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(device_setting(world, cfg.device))
     _configure_determinism(cfg, device)
     data = load_dataset(cfg.dataset)
     if not isinstance(data, TranslationData):  # translation data are checked by the Trainer, before the init
         _check_fits_data(cfg, data)
-    if cfg.force:
+    if cfg.force and world.main:
         checkpoint.unlink(missing_ok=True)
+    rank0_decides(world, True)  # every rank waits here: none decides whether to resume before a forced removal
     runs = [RunState(identity, seed, directory, data_generator(seed, device)) for seed, directory, identity in pending]
-    trainer = Trainer(cfg, runs, data, device, checkpoint)  # resumes from the checkpoint, or fails on a bad one
+    trainer = Trainer(cfg, runs, data, device, checkpoint, world)  # resumes from the checkpoint, or fails on a bad one
+    if not world.main:  # the other ranks train along and write nothing
+        trainer.fit()
+        return finished + [summary_row(cfg, run, len(runs), device, world.size) for run in runs]
     trackers = open_trackers(cfg, runs)  # logger=...: an unreachable tracker stops here, before any file is written
     env = environment(device)
     for run in runs:
@@ -226,7 +257,7 @@ def _train_locked_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
 
     trainer.fit(on_epoch_end=write_metrics)
     write_metrics()
-    summaries = [summary_row(cfg, run, len(runs), device) for run in runs]
+    summaries = [summary_row(cfg, run, len(runs), device, world.size) for run in runs]
     trackers.finish(summaries)
     for run, summary in zip(runs, summaries):
         write_csv(run.out_dir / SUMMARY_FILE, [summary], SUMMARY_COLUMNS)

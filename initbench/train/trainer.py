@@ -38,6 +38,7 @@ from initbench.inits import InitContext, InitReport, apply_init
 from initbench.models import build_model
 from initbench.results.files import load_checkpoint, save_checkpoint
 from initbench.train.curvature import HessianMonitor
+from initbench.train.distributed import SINGLE, World, all_sum
 from initbench.train.mixup import draw_epoch_mixing
 from initbench.train.optim import LRSchedule, build_optimizer
 from initbench.train.replicas import Replicas
@@ -200,8 +201,8 @@ class ImageTask:
     loss and error."""
 
     def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData, device: torch.device,
-                 autocast: AbstractContextManager):
-        self.cfg, self.runs, self.device, self.autocast = cfg, runs, device, autocast
+                 autocast: AbstractContextManager, world: World = SINGLE):
+        self.cfg, self.runs, self.device, self.autocast, self.world = cfg, runs, device, autocast, world
         augment = cfg.dataset.augment == "crop_flip"
         self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -216,9 +217,12 @@ class ImageTask:
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.mixup_alpha = float(cfg.train.mixup_alpha)
         self.mixing = None
-        # Stored in the models' layout once, so evaluation batches need no per-batch layout copy.
-        self.test_images = data.test_images.to(device, memory_format=memory_format)
-        self.test_labels = data.test_labels.to(device)
+        # Stored in the models' layout once, so evaluation batches need no per-batch layout copy. In a distributed
+        # job each rank evaluates its share of the test split and the sums are all-reduced.
+        self.test_total = len(data.test_labels)
+        share = slice(world.rank, None, world.size)
+        self.test_images = data.test_images[share].to(device, memory_format=memory_format)
+        self.test_labels = data.test_labels[share].to(device)
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.mixing = None if not self.mixup_alpha else draw_epoch_mixing(
@@ -229,6 +233,8 @@ class ImageTask:
                index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Each run's loss [K] and correct predictions [K] (λ-weighted under mixup), and the batch size."""
         images, labels = batch
+        if self.world.active:
+            return self._rank_losses(replicas, images, labels)
         mix = self.mixing.step(index, labels.shape[1]) if self.mixing is not None else None
         if mix is not None:
             images = mix.images(images)
@@ -243,6 +249,19 @@ class ImageTask:
         if mix is not None:
             hits = mix.combine(hits, (predicted == partners).sum(dim=1).float())
         return losses, hits, labels.shape[1]
+
+    def _rank_losses(self, replicas: Replicas, images: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """This rank's slice of the global batch: its summed loss over the global batch size (the ranks' values add
+        up to the batch's mean loss, also for an uneven last batch), its correct predictions, the global size."""
+        total = labels.shape[1]
+        images = torch.tensor_split(images, self.world.size, dim=1)[self.world.rank]
+        labels = torch.tensor_split(labels, self.world.size, dim=1)[self.world.rank]
+        with self.autocast:
+            logits = replicas(images).float()
+        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(len(labels), -1)
+        hits = (logits.detach().argmax(dim=-1) == labels).sum(dim=1).float()
+        return losses.sum(dim=1) / total, hits, total
 
     @staticmethod
     def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -264,7 +283,9 @@ class ImageTask:
             targets = labels.expand(count, -1)
             loss_sum += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").sum(dim=1)
             correct += (logits.argmax(dim=-1) == targets).sum(dim=1)
-        total = len(self.test_labels)
+        all_sum(self.world, loss_sum)
+        all_sum(self.world, correct)
+        total = self.test_total
         for run, loss, hits in zip(runs, loss_sum.tolist(), correct.tolist()):
             if run.diverged:
                 continue
@@ -280,8 +301,9 @@ class ImageTask:
 
 class Trainer:
     def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData | TranslationData,
-                 device: torch.device, checkpoint_path: Path):
+                 device: torch.device, checkpoint_path: Path, world: World = SINGLE):
         self.cfg, self.runs, self.device, self.checkpoint_path = cfg, runs, device, checkpoint_path
+        self.world = world  # a distributed job's ranks (initbench/train/distributed.py); one process by default
         self.epochs = int(cfg.epochs)
         if isinstance(data, TranslationData):
             check_data(cfg, data, runs[0].seed)  # before an init search that could take long
@@ -295,13 +317,13 @@ class Trainer:
                 run.diverged_epoch, run.diverged_step, run.diverged_reason = 0, 0, built.report.diverged
             models.append(built.model.to(device, memory_format=memory_format))
         compile_mode = {True: "default", False: None}.get(cfg.compile, cfg.compile)
-        self.replicas = Replicas(models, compile_mode, cfg.channels_last)
+        self.replicas = Replicas(models, compile_mode, cfg.channels_last, device if world.active else None)
         self.optimizer = build_optimizer(self.replicas.named_parameters(), cfg.optim)
         self.autocast = precision_context(cfg.precision, device)()
         if isinstance(data, TranslationData):
             self.task = TranslationTask(cfg, runs[0].seed, runs[0].generator, data, device, self.autocast)
         else:
-            self.task = ImageTask(cfg, runs, data, device, self.autocast)
+            self.task = ImageTask(cfg, runs, data, device, self.autocast, world)
         self.train_metric = train_metric_names(cfg)
         self.clip_grad_norm = float(cfg.optim.clip_grad_norm)
         self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
@@ -321,6 +343,12 @@ class Trainer:
             raise UserError(
                 f"The checkpoint {self.checkpoint_path} does not belong to these runs. Delete it to start "
                 "them from scratch, or run with force=true."
+            )
+        if saved.get("world_size", 1) != self.world.size:
+            raise UserError(
+                f"The checkpoint {self.checkpoint_path} was written by a job of {saved.get('world_size', 1)} "
+                f"process(es); this one has {self.world.size}. Relaunch it with {saved.get('world_size', 1)} (e.g. "
+                f"torchrun --nproc_per_node={saved.get('world_size', 1)}), or run with force=true to start again."
             )
         chosen = [entries[run.run_id] for run in self.runs]
         if len({entry["run"]["epochs_done"] for entry in chosen}) != 1:
@@ -349,6 +377,9 @@ class Trainer:
                 "was trained on, or run with force=true to start again.")
 
     def _save_checkpoint(self) -> None:
+        """Rank 0 writes the checkpoint (every rank holds the same state); every rank resumes from it."""
+        if not self.world.main:
+            return
         entries = {
             run.run_id: {
                 "model": self.replicas.run_state(index),
@@ -358,7 +389,8 @@ class Trainer:
             }
             for index, run in enumerate(self.runs)
         }
-        save_checkpoint(self.checkpoint_path, {"version": CHECKPOINT_VERSION, "runs": entries})
+        save_checkpoint(self.checkpoint_path, {"version": CHECKPOINT_VERSION, "runs": entries,
+                                               "world_size": self.world.size})
 
     # ----------------------------------------------------------------------------- training
     def fit(self, on_epoch_end: Callable[[], None] | None = None) -> None:
@@ -384,10 +416,13 @@ class Trainer:
         losses, hits, size = self.task.losses(self.replicas, batch, index)
         self.optimizer.zero_grad(set_to_none=True)
         # Run k's parameters get only run k's gradient, so a run whose loss is NaN leaves the others intact.
-        losses.sum().backward()
+        # Distributed: DDP averages the ranks' gradients, so each rank's share of the batch loss counts size times.
+        (losses.sum() * self.world.size).backward()
         if self.clip_grad_norm:
             self.replicas.clip_grad_norm_(self.clip_grad_norm)
         self.optimizer.step()
+        if self.world.active:  # the batch's loss and hits on every rank, so all take the same divergence decision
+            return all_sum(self.world, losses.detach()), all_sum(self.world, hits), size
         return losses.detach(), hits, size
 
     def train_epoch(self) -> None:
@@ -465,6 +500,8 @@ class Trainer:
         self.task.evaluate(self.replicas, self.runs)
 
     def _log_epoch(self) -> None:
+        if not self.world.main:
+            return
         for run in self.runs:
             if run.diverged and run.diverged_epoch != run.epochs_done:
                 continue

@@ -1,0 +1,116 @@
+"""Data-parallel training with PyTorch's own stack (torchrun, DistributedDataParallel, gloo on the CPU): two ranks
+train exactly what one process trains on the combined batch; only rank 0 writes; a killed 2-rank job resumes on
+both ranks; a checkpoint of another world size and a batch the world size does not divide are clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from initbench.results.files import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE
+from initbench.train.job_lock import LOCK_FILE
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def torchrun(args: list[str], cwd: Path, processes: int = 2, **popen) -> subprocess.Popen:
+    env = {**os.environ, **ONE_THREAD, "INITBENCH_CACHE": str(cwd / ".cache"), "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                             "--standalone", *args], cwd=cwd, env=env, text=True, **popen)
+
+
+def kill_all(marker: str) -> None:
+    """SIGKILL every process whose command line holds `marker`: torchrun and its workers (in sessions of their own)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def finished(process: subprocess.Popen, timeout: int = 240) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output or ""
+
+
+def test_two_ranks_end_with_the_parameters_of_one_process_on_the_combined_batch(tmp_path: Path):
+    """Tolerance: the ranks agree exactly (DDP all-reduces one gradient); against one process, float32 sums in
+    another order: parameters within 1e-5 (relative) and metrics rows within 1e-6."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir(), one.mkdir()
+    with open(tmp_path / "ranks.log", "w") as log:
+        ranks = torchrun(["-m", "tests.ddp_worker", str(two)], REPO, stdout=log, stderr=subprocess.STDOUT)
+        single = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(one)], cwd=REPO, capture_output=True,
+                                text=True, env={**os.environ, **ONE_THREAD}, timeout=240)
+        assert single.returncode == 0, single.stderr[-3000:]
+        assert ranks.wait(timeout=240) == 0, (tmp_path / "ranks.log").read_text()[-3000:]
+    rank0, rank1, alone = (torch.load(path) for path in (two / "rank0.pt", two / "rank1.pt", one / "rank0.pt"))
+    assert rank0["params"].keys() == alone["params"].keys()
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), name
+        assert torch.allclose(value, alone["params"][name], rtol=1e-5, atol=1e-7), name
+    assert not torch.equal(rank0["params"]["fc.weight"], torch.zeros_like(rank0["params"]["fc.weight"]))  # trained
+    got, expected = pd.DataFrame(rank0["rows"]), pd.DataFrame(alone["rows"])
+    pd.testing.assert_frame_equal(got, expected, rtol=1e-6)
+    assert (two / "checkpoint-2.pt").is_file() and not list(two.glob("checkpoint-1.pt"))  # rank 0 wrote it
+
+
+ARGS = [*(a for a in TINY if not a.startswith("dataset.train_size")), "dataset.train_size=384", "epochs=2",
+        "model.width=4", "init=fixup", "device=cpu"]
+
+
+def test_a_killed_two_rank_job_resumes_on_both_ranks_and_only_rank_0_writes(tmp_path: Path):
+    run = tmp_path / "run"
+    job = torchrun(["-m", "initbench", *ARGS, f"hydra.run.dir={run}"], tmp_path, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not (run / METRICS_FILE).is_file() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kill_all(f"hydra.run.dir={run}")
+    job.wait()
+    assert (run / CHECKPOINT_FILE).is_file() and not (run / SUMMARY_FILE).exists(), "not killed in epoch 2"
+
+    # The checkpoint belongs to a 2-process job: one process refuses it and changes nothing.
+    before = sorted(p.name for p in run.iterdir() if p.name != LOCK_FILE)  # the dead job's lock file may go
+    alone = subprocess.run([sys.executable, "-m", "initbench", *ARGS, f"hydra.run.dir={run}"], cwd=tmp_path,
+                           capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, timeout=240)
+    assert alone.returncode == 2 and "was written by a job of 2 process(es); this one has 1" in alone.stderr
+    assert sorted(p.name for p in run.iterdir()) == before
+
+    code, output = finished(torchrun(["-m", "initbench", *ARGS, f"hydra.run.dir={run}"], tmp_path,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    assert code == 0, output[-3000:]
+    assert output.count("resumed 1 run(s) from") == 2  # both ranks
+    metrics = pd.read_csv(run / METRICS_FILE)
+    assert len(metrics) == len(metrics.drop_duplicates(["epoch", "split", "metric"])) == 10  # written once
+    summary = pd.read_csv(run / SUMMARY_FILE)
+    assert len(summary) == 1 and summary.loc[0, "epochs_done"] == 2 and summary.loc[0, "device"] == "2 x cpu"
+    assert output.count(f"results: {run}") == 1 and not (run / CHECKPOINT_FILE).exists()
+
+
+def test_a_batch_the_world_size_does_not_divide_is_one_error_and_writes_nothing(tmp_path: Path):
+    code, output = finished(torchrun(["-m", "initbench", *ARGS, "batch_size=31", f"hydra.run.dir={tmp_path / 'r'}"],
+                                     tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    assert code != 0
+    assert output.count("initbench: error:") == 1 and "batch_size=31 is the recipe's global batch" in output
+    assert not (tmp_path / "r").exists()
+
+
+def test_ranks_that_see_different_configs_are_one_error(tmp_path: Path):
+    rank_dependent = "+probe.rank=${oc.env:LOCAL_RANK}"  # a value each rank resolves differently
+    code, output = finished(torchrun(["-m", "initbench", *ARGS, rank_dependent, f"hydra.run.dir={tmp_path / 'r'}"],
+                                     tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    assert code != 0
+    assert output.count("initbench: error:") == 1 and "see different configs (rank(s) [1] differ" in output
+    assert not (tmp_path / "r").exists()
