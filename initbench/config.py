@@ -72,7 +72,7 @@ class ModelConfig:
     shortcut: str = "A"
     # Per-block scalar parameters some inits need (Fixup's biases and multiplier, ReZero's gate).
     branch_scalars: str = "none"
-    # Plain nets (plain_cnn, mlp) only; None elsewhere, and then not part of a run's identity.
+    # Plain nets (plain_cnn, mlp) only; not part of other families' identity (_FAMILY_MODEL_KEYS).
     activation: Any = None  # relu | tanh
     downsample_at: Any = None  # plain_cnn: 0-based positions of the stride-2 convs
     # Activation checkpointing over segments of the deep families' layers: 0 = off, a number, or auto
@@ -254,18 +254,19 @@ def recipe_identity(cfg: DictConfig | dict) -> dict:
     tree = {k: v for k, v in tree.items() if k not in ("hydra", "seed") and k not in _CONTROL_KEYS}
     tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _CONTROL_DATASET_KEYS}
     tree["data"] = {k: v for k, v in tree["data"].items() if k not in _CONTROL_DATA_KEYS}
-    # Keys of other families (None) are left out, so adding a family's keys changes no other run's identity.
-    tree["model"] = {k: v for k, v in tree["model"].items() if k not in _CONTROL_MODEL_KEYS and v is not None}
-    _drop_translation_keys(tree)
+    arch = tree["model"].get("arch")
+    foreign = {key for family, keys in _FAMILY_MODEL_KEYS.items() if family != arch for key in keys}
+    foreign -= set(_FAMILY_MODEL_KEYS.get(arch, ()))
+    tree["model"] = {k: v for k, v in tree["model"].items() if k not in _CONTROL_MODEL_KEYS and k not in foreign}
+    _drop_unused_keys(tree)
     return tree
 
 
-def _drop_translation_keys(tree: dict) -> None:
+def _drop_unused_keys(tree: dict) -> None:
     """The translation settings (and the linear schedule's floor) outside the runs they apply to are left out of the
     identity, so adding them changed no other run's identity."""
     if tree["model"].get("arch") != "transformer":
         tree.pop("translation", None)
-        tree["model"] = {k: v for k, v in tree["model"].items() if k not in _TRANSFORMER_MODEL_KEYS}
         tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _TRANSLATION_DATASET_KEYS}
     name = tree.get("schedule", {}).get("name")
     unused = {"min_lr"} if name != "linear" else set()
@@ -273,8 +274,14 @@ def _drop_translation_keys(tree: dict) -> None:
     tree["schedule"] = {k: v for k, v in tree["schedule"].items() if k not in unused}
 
 
-_TRANSFORMER_MODEL_KEYS = ("decoder_depth", "embed_dim", "ffn_dim", "heads", "dropout", "attention_dropout",
-                           "relu_dropout", "share_embeddings", "max_positions")
+# Model keys only some families read (the others carry the schema default). Outside those families they are left
+# out of a run's identity, so adding a family changed no other run's identity.
+_FAMILY_MODEL_KEYS = {
+    "transformer": ("decoder_depth", "embed_dim", "ffn_dim", "heads", "dropout", "attention_dropout", "relu_dropout",
+                    "share_embeddings", "max_positions"),
+    "plain_cnn": ("activation", "downsample_at"),
+    "mlp": ("activation",),
+}
 _TRANSLATION_DATASET_KEYS = ("joined_dictionary", "vocab_size", "min_length", "max_length")
 
 

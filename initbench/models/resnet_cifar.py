@@ -310,7 +310,37 @@ def check(cfg: DictConfig, norm: str) -> None:
         )
 
 
-class CifarResNet(nn.Module):
+def residual_stages(block: type[ResidualBlock], in_channels: int, widths: list[int], counts: list[int],
+                    spec: BlockSpec) -> nn.Sequential:
+    """Stages of `counts[i]` blocks of width `widths[i]`; the first block of every stage after the first has
+    stride 2."""
+    stages = []
+    for stage, (out_channels, count) in enumerate(zip(widths, counts)):
+        blocks = []
+        for index in range(count):
+            blocks.append(block(in_channels, out_channels, 2 if stage > 0 and index == 0 else 1, spec))
+            in_channels = out_channels
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages)
+
+
+class StagedResNet(nn.Module):
+    """What the ResNet families share: `stages` of residual blocks, `features`, then the classifier `fc`."""
+
+    stages: nn.Sequential
+    fc: nn.Linear
+
+    def residual_blocks(self) -> list[ResidualBlock]:
+        return [block for stage in self.stages for block in stage]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class CifarResNet(StagedResNet):
     def __init__(self, cfg: DictConfig, norm: str, num_classes: int, input_shape: tuple[int, int, int] = (3, 32, 32),
                  segments: int = 0):
         super().__init__()
@@ -326,21 +356,10 @@ class CifarResNet(nn.Module):
         self.stem = conv(input_shape[0], cfg.width, 3, 1, norm, spec.conv_bias)
         self.stem_norm = norm2d(norm, cfg.width) if self.postact else nn.Identity()
         self.stem_bias = ScalarBias() if cfg.branch_scalars == "fixup" else nn.Identity()
-        stages, in_channels = [], cfg.width
-        for stage, out_channels in enumerate(widths):
-            blocks = []
-            for index in range(n):
-                stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(block(in_channels, out_channels, stride, spec))
-                in_channels = out_channels
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.head_norm = norm2d(norm, in_channels) if self.preact else nn.Identity()
+        self.stages = residual_stages(block, cfg.width, widths, [n] * 3, spec)
+        self.head_norm = norm2d(norm, widths[-1]) if self.preact else nn.Identity()
         self.head_bias = ScalarBias() if cfg.branch_scalars == "fixup" else nn.Identity()
-        self.fc = nn.Linear(in_channels, num_classes)
-
-    def residual_blocks(self) -> list[ResidualBlock]:
-        return [block for stage in self.stages for block in stage]
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled representation the classifier reads."""
@@ -351,6 +370,3 @@ class CifarResNet(nn.Module):
         if self.preact:
             x = F.relu(self.head_norm(x))
         return self.head_bias(x.mean(dim=(2, 3)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))

@@ -25,7 +25,9 @@ from torch import nn
 from initbench.errors import ConfigError, choice_error
 from initbench.models.checkpointing import run_chain
 from initbench.models.layers import ScalarBias, conv, norm2d
-from initbench.models.resnet_cifar import BOTTLENECK_EXPANSION, BlockSpec, PostActBottleneckBlock, ResidualBlock
+from initbench.models.resnet_cifar import (
+    BOTTLENECK_EXPANSION, BlockSpec, PostActBottleneckBlock, StagedResNet, residual_stages,
+)
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 BRANCH_SCALARS = ("none", "fixup")
@@ -53,7 +55,7 @@ def check(cfg: DictConfig, norm: str) -> None:
         raise ConfigError("model.width (the stem's channels, 64 in ResNet-50) must be >= 1.")
 
 
-class ImageNetResNet(nn.Module):
+class ImageNetResNet(StagedResNet):
     def __init__(self, cfg: DictConfig, norm: str, num_classes: int, input_shape: tuple[int, int, int] = (3, 224, 224),
                  segments: int = 0):
         super().__init__()
@@ -63,27 +65,13 @@ class ImageNetResNet(nn.Module):
         self.stem = conv(input_shape[0], cfg.width, 7, 2, norm, spec.conv_bias)
         self.stem_norm = norm2d(norm, cfg.width)
         self.stem_bias = ScalarBias() if fixup else nn.Identity()
-        stages, in_channels = [], cfg.width
-        for stage, count in enumerate(stage_blocks(cfg)):
-            out_channels = cfg.width * 2**stage * BOTTLENECK_EXPANSION
-            blocks = []
-            for index in range(count):
-                stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(PostActBottleneckBlock(in_channels, out_channels, stride, spec))
-                in_channels = out_channels
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        widths = [cfg.width * 2**stage * BOTTLENECK_EXPANSION for stage in range(len(stage_blocks(cfg)))]
+        self.stages = residual_stages(PostActBottleneckBlock, cfg.width, widths, list(stage_blocks(cfg)), spec)
         self.head_bias = ScalarBias() if fixup else nn.Identity()
-        self.fc = nn.Linear(in_channels, num_classes)
-
-    def residual_blocks(self) -> list[ResidualBlock]:
-        return [block for stage in self.stages for block in stage]
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.stem_bias(self.stem_norm(self.stem(x))))
         x = F.max_pool2d(x, 3, 2, 1)
         x = run_chain(self.residual_blocks(), x, self.segments)
         return self.head_bias(x.mean(dim=(2, 3)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))

@@ -416,8 +416,10 @@ class Trainer:
         losses, hits, size = self.task.losses(self.replicas, batch, index)
         self.optimizer.zero_grad(set_to_none=True)
         # Run k's parameters get only run k's gradient, so a run whose loss is NaN leaves the others intact.
-        # Distributed: DDP averages the ranks' gradients, so each rank's share of the batch loss counts size times.
-        (losses.sum() * self.world.size).backward()
+        total = losses.sum()
+        if self.world.active:  # DDP averages the ranks' gradients: each rank's share of the batch loss counts W times
+            total = total * self.world.size
+        total.backward()
         if self.clip_grad_norm:
             self.replicas.clip_grad_norm_(self.clip_grad_norm)
         self.optimizer.step()
