@@ -30,7 +30,8 @@ LOADERS = ("resident", "torch")
 PRECISIONS = ("fp32", "bf16")
 # compile=true is torch.compile's default mode; a mode name picks another (reduce-overhead = CUDA graphs).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-AUGMENTS = ("crop_flip", "none")
+AUGMENTS = ("crop_flip", "resized_crop_flip", "none")  # resized_crop_flip: ImageNet's (data/imagenet.py)
+STREAMED_DATASETS = ("imagenet",)  # read from disk batch by batch, never held in memory
 SCHEDULE_INTERVALS = ("step", "epoch")
 HESSIAN_METHODS, BN_MODES, AD_MODES = ("lanczos", "power"), ("train", "eval"), ("auto", "forward", "reverse")
 WARMUP_SHAPES = ("linear", "quadratic")
@@ -52,6 +53,9 @@ class DatasetConfig:
     train_size: int = 0
     test_size: int = 0
     cache_dir: str = "${oc.env:INITBENCH_CACHE,${oc.env:HOME,.}/.cache/initbench}"
+    # ImageNet (data/imagenet.py): the training crop / evaluation centre crop, and the side resized to before it.
+    crop_size: int = 224
+    resize_size: int = 256
     # Translation data (initbench/data/translation.py): one dictionary for both languages (prepared data: built
     # from both sides; the reference keeps two), and the synthetic task's vocabulary and sentence lengths.
     joined_dictionary: bool = False
@@ -268,6 +272,8 @@ def _drop_unused_keys(tree: dict) -> None:
     if tree["model"].get("arch") != "transformer":
         tree.pop("translation", None)
         tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _TRANSLATION_DATASET_KEYS}
+    if tree["dataset"].get("name") not in STREAMED_DATASETS:
+        tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _STREAMED_DATASET_KEYS}
     name = tree.get("schedule", {}).get("name")
     unused = {"min_lr"} if name != "linear" else set()
     unused |= {"reference_steps"} if name != "inverse_sqrt" else set()
@@ -283,6 +289,7 @@ _FAMILY_MODEL_KEYS = {
     "mlp": ("activation",),
 }
 _TRANSLATION_DATASET_KEYS = ("joined_dictionary", "vocab_size", "min_length", "max_length")
+_STREAMED_DATASET_KEYS = ("crop_size", "resize_size")
 
 
 def _digest(tree: dict) -> str:
@@ -489,6 +496,28 @@ def _check_hessian(measure: DictConfig) -> None:
             raise ConfigError(f"measure.hessian_every={every!r}: {bad or 'an empty list'} is not a step. {hint}")
 
 
+def _check_streamed(cfg: DictConfig, seeds: list[int]) -> None:
+    """What a dataset streamed from disk (ImageNet) supports, and the augmentation each kind of dataset has."""
+    streamed = cfg.dataset.name in STREAMED_DATASETS
+    if (cfg.dataset.augment == "resized_crop_flip") != streamed and cfg.dataset.augment != "none":
+        fits = "resized_crop_flip" if streamed else "crop_flip"
+        raise ConfigError(f"dataset.augment={cfg.dataset.augment} does not apply to {cfg.dataset.name}: use "
+                          f"dataset.augment={fits} (or none).")
+    if not streamed:
+        return
+    if min(cfg.dataset.crop_size, cfg.dataset.resize_size) < 1 or cfg.dataset.crop_size > cfg.dataset.resize_size:
+        raise ConfigError(f"dataset.crop_size={cfg.dataset.crop_size} and dataset.resize_size="
+                          f"{cfg.dataset.resize_size}: give 1 <= crop_size <= resize_size (ImageNet: 224 and 256).")
+    unsupported = [setting for setting, used in (
+        (f"fused seeds (seed={cfg.seed}); launch one job per seed", len(seeds) > 1),
+        ("task=probe", cfg.task == "probe"),
+        ("measure.hessian_every", cfg.measure.hessian_every is not None),
+    ) if used]
+    if unsupported:
+        raise ConfigError(f"dataset={cfg.dataset.name} streams from disk, one run per job; it does not support "
+                          f"{', '.join(unsupported)}. Those need a dataset held in memory (e.g. cifar10).")
+
+
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no data or model: run before anything is built or written."""
     from initbench.data import DATASETS
@@ -561,5 +590,6 @@ def validate(cfg: DictConfig) -> None:
             "does not support. Launch the seeds as separate jobs (python -m initbench -m ... seed=0,1,2), or set "
             "model.checkpoint_segments=0 if the fused net fits in memory."
         )
+    _check_streamed(cfg, seeds)
     check_init(cfg.init, cfg.model, cfg.norm)
     check_task(cfg)

@@ -5,6 +5,7 @@
     python scripts/bench.py --quick --profile      # where a step's time goes (torch.profiler), no table
     python scripts/bench.py --nets resnet56 --regularisers   # + the cost of cutout 16 + mixup 1 per epoch
     python scripts/bench.py --nets resnet56,wrn40_10 --hessian  # + one λ1 estimate against one training step
+    python scripts/bench.py --nets resnet50,resnet50_fixup --batch 128 --no-projection   # ImageNet-sized, BN vs Fixup
 
 reference  the official scripts' loop: torchvision RandomCrop(32, 4) + flip in DataLoader workers
            (TorchLoader), fp32 eager, torch's default SGD, and a host read of loss and accuracy every
@@ -14,7 +15,9 @@ ours       Trainer.train_epoch(): the split resident on the device, whole-epoch 
 Each variant trains a random uint8 split of steps x batch images; the first --warmup epochs (compilation,
 cuDNN autotuning, worker start-up) are not timed; the figure is the median of --repeats epochs, timed with
 CUDA events on a GPU and perf_counter on the CPU (an epoch ends with a host read, so the clock is synced).
-img/s counts the images of all fused runs. cuDNN autotuning is on for both paths. With --regularisers, the
+img/s counts the images of all fused runs. cuDNN autotuning is on for both paths. The ImageNet nets (resnet50,
+resnet101, and their Fixup variants *_fixup) train on random 224 x 224 images of 1000 classes, single runs only;
+"peak GiB" is the most GPU memory a variant held (torch.cuda.max_memory_allocated). With --regularisers, the
 "ours +cutout+mixup" rows add the papers' cutout (16 px) and mixup (alpha 1) to "ours fp32", and the cost of the two
 is printed as the ratio of their epoch throughput to crop/flip alone, single and fused. With --hessian, one λ1
 estimate (20 Lanczos steps, i.e. 20 Hessian-vector products, on one batch of the training batch size; the
@@ -50,8 +53,10 @@ from initbench.data.loaders import data_generator
 from initbench.train.trainer import RunState, Trainer, resolve_device
 
 # Nets by name: any configs/model/ name, plus the 10,000-layer Fixup net (1666 basic blocks per stage).
-NETS = {"fixup10k": ["model=resnet110", "model.depth=9998", "init=fixup"]}
+NETS = {"fixup10k": ["model=resnet110", "model.depth=9998", "init=fixup"],
+        "resnet50_fixup": ["model=resnet50", "init=fixup"], "resnet101_fixup": ["model=resnet101", "init=fixup"]}
 DEEP_NETS = ("fixup10k",)
+IMAGENET_NETS = ("resnet50", "resnet50_fixup", "resnet101", "resnet101_fixup")  # 224 x 224, 1000 classes, K = 1
 # The Fixup paper's ResNet-110 row: 5 seeds x 200 epochs of CIFAR-10 (50,000 train, 10,000 test images).
 PROJECTION = {"net": ["model=resnet110", "init=fixup"], "seeds": 5, "epochs": 200, "train": 50_000, "test": 10_000}
 
@@ -87,17 +92,17 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def random_split(train: int, test: int) -> ImageData:
+def random_split(train: int, test: int, side: int = 32, classes: int = 10) -> ImageData:
     """Throughput does not depend on pixel values: random images and labels, generated in no time."""
     generator = torch.Generator().manual_seed(0)
 
     def images(count: int) -> torch.Tensor:
-        return torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
+        return torch.randint(0, 256, (count, 3, side, side), dtype=torch.uint8, generator=generator)
 
     def labels(count: int) -> torch.Tensor:
-        return torch.randint(0, 10, (count,), generator=generator)
+        return torch.randint(0, classes, (count,), generator=generator)
 
-    return ImageData("bench", images(train), labels(train), images(test), labels(test), 10)
+    return ImageData("bench", images(train), labels(train), images(test), labels(test), classes)
 
 
 def build_trainer(net: list[str], variant: Variant, runs: int, batch: int, data: ImageData, device: torch.device,
@@ -187,18 +192,27 @@ class Row:
     batch: int
     images_per_s: float | None  # all runs together; None when it could not run
     note: str = ""
+    peak_gib: float | None = None  # GPU memory held at most (CUDA only)
 
 
 def measure(net_name: str, variant: Variant, shape: Shape, args: argparse.Namespace, device: torch.device,
             scratch: Path) -> Row:
-    data = random_split(shape.steps * shape.batch, shape.batch)
+    imagenet = net_name in IMAGENET_NETS
+    data = random_split(shape.steps * shape.batch, shape.batch, *((224, 1000) if imagenet else (32, 10)))
     net = NETS.get(net_name, [f"model={net_name}"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     try:
+        # ImageNet nets: crops come from loader workers in real runs, so the resident epoch-wide crop buffer (several
+        # GiB at 224 x 224) would only inflate the peak memory; the timed step is the same.
+        net = [*net, "dataset.augment=none"] if imagenet and not variant.reference else net
         trainer = build_trainer(net, variant, shape.runs, shape.batch, data, device, args.workers, scratch)
         epoch = reference_epoch(trainer) if variant.reference else trainer.train_epoch
         elapsed = median_seconds(epoch, device, args.warmup, args.repeats)
         note = "non-finite loss (timing kept)" if any(r.diverged for r in trainer.runs) else ""
-        return Row(net_name, variant, shape.runs, shape.batch, shape.runs * len(data.train_labels) / elapsed, note)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        return Row(net_name, variant, shape.runs, shape.batch, shape.runs * len(data.train_labels) / elapsed, note,
+                   peak)
     except torch.OutOfMemoryError:
         return Row(net_name, variant, shape.runs, shape.batch, None, "out of memory")
     finally:
@@ -207,8 +221,8 @@ def measure(net_name: str, variant: Variant, shape: Shape, args: argparse.Namesp
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'net':<10} {'variant':<22} {'runs':>4} {'batch':>5} {'img/s':>10} {'per run':>9} "
-          f"{'x ref':>6} {'x single':>8}  note")
+    print(f"{'net':<15} {'variant':<22} {'runs':>4} {'batch':>5} {'img/s':>10} {'per run':>9} "
+          f"{'x ref':>6} {'x single':>8} {'peak GiB':>8}  note")
     for row in rows:
         same_net = [r for r in rows if r.net == row.net and r.images_per_s]
         reference = next((r.images_per_s for r in same_net if r.variant.reference), None)
@@ -219,7 +233,8 @@ def print_table(rows: list[Row]) -> None:
             ratio_ref = f"{row.images_per_s / reference:6.2f}" if reference else f"{'-':>6}"
             ratio_single = f"{row.images_per_s / single:8.2f}" if single and row.runs > 1 else f"{'':>8}"
             figures = f"{row.images_per_s:10.1f} {row.images_per_s / row.runs:9.1f} {ratio_ref} {ratio_single}"
-        print(f"{row.net:<10} {row.variant.name:<22} {row.runs:>4} {row.batch:>5} {figures}  {row.note}")
+        peak = f"{row.peak_gib:8.2f}" if row.peak_gib is not None else f"{'-':>8}"
+        print(f"{row.net:<15} {row.variant.name:<22} {row.runs:>4} {row.batch:>5} {figures} {peak}  {row.note}")
 
 
 def print_regulariser_cost(rows: list[Row]) -> None:
@@ -413,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for net_name in nets:
             for variant in variants(None if net_name in DEEP_NETS else compile_mode, args.regularisers):
+                if variant.fused and net_name in IMAGENET_NETS:
+                    continue
                 shape = net_shape(net_name, variant, args)
                 rows.append(measure(net_name, variant, shape, args, device, scratch))
                 print(f"  measured {net_name} {variant.name} x{shape.runs}: "

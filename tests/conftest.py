@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -99,6 +100,33 @@ def write_fake_jpeg_archive(root: Path, per_class: int = 3, seed: int = 0) -> Pa
     with tarfile.open(archive, "w:xz") as tar:
         tar.add(base, arcname="cifar10-jpeg")
     return archive
+
+
+IMAGENET_CLASSES = ("n01440764", "n01443537", "n01484850")
+
+
+def write_fake_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 2) -> Path:
+    """A tiny ImageNet in torchvision's folder layout, root/imagenet/{train,val}/<wnid>/*.JPEG. Each image is one flat
+    colour that names it: red = 40 x class + 20, green = 12 x its index in the split + 10 (read back by
+    `decode_fake_imagenet`), so any crop or resize of it still tells which file it came from. Sizes vary (30..37 x 40)
+    as ImageNet's do."""
+    base = root / "imagenet"
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        index = 0
+        for label, wnid in enumerate(IMAGENET_CLASSES):
+            (base / split / wnid).mkdir(parents=True)
+            for number in range(per_class):
+                pixel = np.array([40 * label + 20, 12 * index + 10, 128], dtype=np.uint8)
+                image = np.broadcast_to(pixel, (30 + index % 8, 40, 3))
+                (base / split / wnid / f"{wnid}_{number}.JPEG").write_bytes(jpeg_bytes(image))
+                index += 1
+    return base
+
+
+def decode_fake_imagenet(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class, index in the split) of uint8 images [N, 3, H, W] written by `write_fake_imagenet`."""
+    mean = images.double().mean(dim=(2, 3))
+    return ((mean[:, 0] - 20) / 40).round().long(), ((mean[:, 1] - 10) / 12).round().long()
 
 
 @pytest.fixture(scope="session")

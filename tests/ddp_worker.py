@@ -1,5 +1,8 @@
 """Trains one tiny run through the real Trainer in this process, distributed when torchrun started it, and saves
-this rank's final parameters to OUT/rank<rank>.pt (tests/test_distributed.py compares them)."""
+this rank's final parameters to OUT/rank<rank>.pt (tests/test_distributed.py compares them).
+
+    python -m tests.ddp_worker OUT [OVERRIDE ...]     (no overrides: the tiny smoke run below)
+"""
 
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ OVERRIDES = ["+experiment=smoke", "dataset.train_size=96", "dataset.test_size=32
              "model.width=4", "init=fixup", "device=cpu", "progress=false"]
 
 
-def main(out: Path) -> None:
+def main(out: Path, overrides: list[str]) -> None:
     torch.set_num_threads(1)
-    cfg = compose_config(OVERRIDES)
+    cfg = compose_config(overrides or OVERRIDES)
     world = join(cfg.device)
     data = load_dataset(cfg.dataset)
     device = torch.device("cpu")
@@ -31,4 +34,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])

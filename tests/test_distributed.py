@@ -16,7 +16,9 @@ import torch
 
 from initbench.results.files import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE
 from initbench.train.job_lock import LOCK_FILE
-from tests.conftest import TINY
+from initbench.train.mixup import draw_epoch_mixing
+from tests.conftest import TINY, write_fake_imagenet
+from tests.ddp_worker import OVERRIDES as WORKER
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -44,26 +46,58 @@ def finished(process: subprocess.Popen, timeout: int = 240) -> tuple[int, str]:
     return process.returncode, output or ""
 
 
-def test_two_ranks_end_with_the_parameters_of_one_process_on_the_combined_batch(tmp_path: Path):
+def train_worker(folder: Path, overrides: list[str], processes: int) -> tuple[dict, ...]:
+    """tests/ddp_worker.py on `processes` ranks (1: a plain process); each rank's saved parameters and rows."""
+    folder.mkdir()
+    if processes == 1:
+        single = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(folder), *overrides], cwd=REPO,
+                                capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, timeout=240)
+        assert single.returncode == 0, single.stderr[-3000:]
+    else:
+        with open(folder / "ranks.log", "w") as log:
+            ranks = torchrun(["-m", "tests.ddp_worker", str(folder), *overrides], REPO, processes, stdout=log,
+                             stderr=subprocess.STDOUT)
+            assert ranks.wait(timeout=240) == 0, (folder / "ranks.log").read_text()[-3000:]
+    return tuple(torch.load(folder / f"rank{rank}.pt") for rank in range(processes))
+
+
+def assert_same_training(ranks: tuple[dict, ...], alone: dict) -> None:
     """Tolerance: the ranks agree exactly (DDP all-reduces one gradient); against one process, float32 sums in
     another order: parameters within 1e-5 (relative) and metrics rows within 1e-6."""
-    two, one = tmp_path / "two", tmp_path / "one"
-    two.mkdir(), one.mkdir()
-    with open(tmp_path / "ranks.log", "w") as log:
-        ranks = torchrun(["-m", "tests.ddp_worker", str(two)], REPO, stdout=log, stderr=subprocess.STDOUT)
-        single = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(one)], cwd=REPO, capture_output=True,
-                                text=True, env={**os.environ, **ONE_THREAD}, timeout=240)
-        assert single.returncode == 0, single.stderr[-3000:]
-        assert ranks.wait(timeout=240) == 0, (tmp_path / "ranks.log").read_text()[-3000:]
-    rank0, rank1, alone = (torch.load(path) for path in (two / "rank0.pt", two / "rank1.pt", one / "rank0.pt"))
+    rank0 = ranks[0]
     assert rank0["params"].keys() == alone["params"].keys()
     for name, value in rank0["params"].items():
-        assert torch.equal(value, rank1["params"][name]), name
+        assert all(torch.equal(value, other["params"][name]) for other in ranks[1:]), name
         assert torch.allclose(value, alone["params"][name], rtol=1e-5, atol=1e-7), name
     assert not torch.equal(rank0["params"]["fc.weight"], torch.zeros_like(rank0["params"]["fc.weight"]))  # trained
-    got, expected = pd.DataFrame(rank0["rows"]), pd.DataFrame(alone["rows"])
-    pd.testing.assert_frame_equal(got, expected, rtol=1e-6)
+    pd.testing.assert_frame_equal(pd.DataFrame(rank0["rows"]), pd.DataFrame(alone["rows"]), rtol=1e-6)
+
+
+def test_two_ranks_end_with_the_parameters_of_one_process_on_the_combined_batch(tmp_path: Path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    assert_same_training(train_worker(two, [], 2), train_worker(one, [], 1)[0])
     assert (two / "checkpoint-2.pt").is_file() and not list(two.glob("checkpoint-1.pt"))  # rank 0 wrote it
+
+
+def test_two_ranks_streaming_imagenet_folders_train_what_one_process_trains(tmp_path: Path):
+    """Each rank loads only its share of every batch from the folders (workers on), the last batch uneven."""
+    root = write_fake_imagenet(tmp_path, train_per_class=5, val_per_class=3)
+    overrides = ["+experiment=imagenet_resnet50", f"dataset.root={root}", "dataset.num_classes=3",
+                 "dataset.crop_size=16", "dataset.resize_size=20", "dataset.augment=none", "model.width=4",
+                 "init=fixup", "batch_size=6", "eval_batch_size=4", "epochs=2", "data.num_workers=1", "device=cpu",
+                 "progress=false"]
+    assert_same_training(train_worker(tmp_path / "two", overrides, 2), train_worker(tmp_path / "one", overrides, 1)[0])
+
+
+def test_mixup_under_two_ranks_keeps_them_identical(tmp_path: Path):
+    """Each rank pairs the images of its own share with the λ they share: the ranks still take one step."""
+    overrides = [*(a for a in WORKER if not a.startswith("epochs=")), "epochs=1", "train.mixup_alpha=0.7"]
+    rank0, rank1 = train_worker(tmp_path / "two", overrides, 2)
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), name
+    rows = pd.DataFrame(rank0["rows"])
+    assert set(rows.metric[rows.split == "train"]) >= {"mixup_loss", "mixup_error"}
+    assert rows.value.notna().all()
 
 
 ARGS = [*(a for a in TINY if not a.startswith("dataset.train_size")), "dataset.train_size=384", "epochs=2",
@@ -114,3 +148,15 @@ def test_ranks_that_see_different_configs_are_one_error(tmp_path: Path):
     assert code != 0
     assert output.count("initbench: error:") == 1 and "see different configs (rank(s) [1] differ" in output
     assert not (tmp_path / "r").exists()
+
+
+def test_under_ranks_mixup_pairs_images_within_each_rank_share_with_the_lambda_they_share():
+    mixing = draw_epoch_mixing(0.7, [torch.Generator().manual_seed(0)], steps=1, batch_size=10)
+    whole, alone = mixing.step(0, 7), mixing.step(0, 7, rank=0, world_size=1)
+    assert torch.equal(whole.partner, alone.partner) and torch.equal(whole.lam, alone.lam)
+    shares = [mixing.step(0, 7, rank, 2) for rank in range(2)]
+    assert [share.partner.shape[1] for share in shares] == [4, 3]  # torch.tensor_split's shares of the batch
+    for share in shares:
+        assert sorted(share.partner[0].tolist()) == list(range(share.partner.shape[1]))  # a permutation of the share
+        assert torch.equal(share.lam, whole.lam)
+    assert any(not torch.equal(share.partner[0], torch.arange(share.partner.shape[1])) for share in shares)

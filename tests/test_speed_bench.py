@@ -51,3 +51,13 @@ def test_hessian_line_times_one_lambda_estimate_against_a_training_step():
     out = bench(["--repeats", "1", "--no-projection", "--hessian"])
     line = next(line for line in out.splitlines() if "one λ1 estimate" in line)
     assert line.split()[0] == "resnet20" and float(line.split("ratio")[1].split()[0]) > 1
+
+
+def test_imagenet_loader_bench_times_ours_against_the_official_pipeline():
+    result = subprocess.run([sys.executable, str(BENCH.parent / "bench_imagenet_loader.py"), "--images", "24",
+                             "--batch", "8", "--workers", "1", "--repeats", "1", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(lines) == {"reference", "ours"} and "x ref 1.00" in lines["reference"]
+    assert float(lines["ours"].split()[1]) > 0

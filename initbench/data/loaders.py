@@ -4,11 +4,13 @@
 augmentation and normalisation there: no host work per step. Each run draws its data order
 and augmentation from its own generator, so run k sees exactly the batches it would see alone.
 `TorchLoader` is the reference path (torchvision transforms in DataLoader workers, one run).
+`FolderLoader` streams a dataset too large for memory (ImageNet) through DataLoader workers, one run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import torch
 from torch.profiler import record_function
@@ -16,6 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from initbench.data.augment import Cutout, Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
+from initbench.data.imagenet import FolderData
+from initbench.errors import DataError
+from initbench.train.distributed import SINGLE, World
 
 
 def data_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -151,6 +156,73 @@ class TorchLoader:
         for images, labels in self.loader:
             images = images.to(self.device, non_blocking=True)
             yield images.unsqueeze(0), labels.to(self.device, non_blocking=True).unsqueeze(0)
+
+    def state_dict(self, run: int) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, run: int, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class FolderLoader:
+    """Batches of a streamed dataset (FolderData) for one run: DataLoader workers decode and transform the images
+    into pinned uint8 batches, which are normalised on the training device.
+
+    The run's generator draws each epoch's permutation of the whole split, the same on every rank of a distributed
+    job; global batch b is positions [b*B, (b+1)*B) of it, and rank r loads only its `tensor_split` share. So which
+    images make up each optimizer step does not depend on the world size or the number of workers. The random crops
+    and flips are drawn in the workers, seeded per epoch and rank from the run's generator: reproducible for one
+    world size and worker count, not across them. A last global batch smaller than the world size is dropped (a rank
+    would get no image); otherwise the last partial batch is kept, as elsewhere.
+    """
+
+    def __init__(self, data: FolderData, batch_size: int, eval_batch_size: int, normalize: Normalize,
+                 generator: torch.Generator, num_workers: int, device: torch.device, world: World = SINGLE,
+                 channels_last: bool = False):
+        self.data, self.batch_size, self.eval_batch_size = data, batch_size, eval_batch_size
+        self.normalize, self.generator, self.num_workers = normalize, generator, num_workers
+        self.device, self.world, self.channels_last = device, world, channels_last
+        self.count = len(data.train_labels)
+        self.starts = [s for s in range(0, self.count, batch_size) if min(batch_size, self.count - s) >= world.size]
+        self.steps_per_epoch = len(self.starts)
+
+    def global_size(self, index: int) -> int:
+        """The number of images of the epoch's batch `index` over all ranks."""
+        return min(self.batch_size, self.count - self.starts[index])
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.generator.device
+        order = torch.randperm(self.count, generator=self.generator, device=device).cpu()
+        crops_seed = int(torch.randint(2**62, (1,), generator=self.generator, device=device)) + self.world.rank
+        shares = [torch.tensor_split(order[start : start + self.batch_size], self.world.size)[self.world.rank]
+                  for start in self.starts]
+        for images, labels in self._batches(self.data.train, [share.tolist() for share in shares], crops_seed):
+            yield images.unsqueeze(0), labels.unsqueeze(0)
+
+    def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's share of the test split (every world-size-th image), in fixed order."""
+        mine = list(range(self.world.rank, len(self.data.test), self.world.size))
+        batches = [mine[start : start + self.eval_batch_size] for start in range(0, len(mine), self.eval_batch_size)]
+        return self._batches(self.data.test, batches, seed=0)
+
+    def _batches(self, dataset: Dataset, batches: list[list[int]],
+                 seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+        # Workers seed torch from the loader's generator; without workers the transforms draw from the global RNG,
+        # seeded the same way here and restored afterwards.
+        with torch.random.fork_rng(devices=[]) if not self.num_workers else nullcontext():
+            if not self.num_workers:
+                torch.manual_seed(seed)
+            try:
+                for images, labels in loader:
+                    images = images.to(self.device, non_blocking=True)
+                    if self.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    yield self.normalize(images), labels.to(self.device, non_blocking=True)
+            except DataError as err:  # from a worker, the message ends the traceback torch wraps it in
+                raise DataError(str(err).strip().splitlines()[-1].removeprefix("initbench.errors.DataError: ")) \
+                    from None
 
     def state_dict(self, run: int) -> dict:
         return {"generator": self.generator.get_state()}

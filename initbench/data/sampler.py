@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
+from initbench.data.imagenet import FolderData
 from initbench.data.types import ImageData
 
 # Learned inits draw from 30_000 + seed: away from the run's data order (seed) and the other samplers' streams,
@@ -41,12 +42,46 @@ class TrainingSampler:
             self.order, self.position = torch.randperm(self.size, generator=self.generator), 0
         index = self.order[self.position : self.position + count]
         self.position += len(index)
-        images = self.images[index]
-        if self.augment:
-            images = crop_flip(images, sample_crop_flip(len(index), self.generator, images.device))
+        images = self._augmented(index)
         holes = sample_cutout_centres(len(index), *images.shape[-2:], self.generator, images.device) \
             if self.cutout else None
         images = self.normalize(images.to(self.device))
         if holes is not None:
             cutout_(images, holes.to(self.device), self.cutout)
         return images, self.labels[index].to(self.device)
+
+    def _augmented(self, index: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at `index`, cropped and flipped when the recipe augments."""
+        images = self.images[index]
+        if self.augment:
+            images = crop_flip(images, sample_crop_flip(len(index), self.generator, images.device))
+        return images
+
+
+class FolderSampler(TrainingSampler):
+    """The same draws from a streamed split (ImageNet): the images go through its training transform, whose random
+    crops are seeded from the sampler's generator."""
+
+    def __init__(self, data: FolderData, seed: int, normalize: Normalize, cutout: int, device: torch.device,
+                 offset: int = SEED_OFFSET):
+        self.dataset, self.labels, self.shape = data.train, data.train_labels, data.image_shape
+        self.normalize, self.cutout, self.device = normalize, cutout, device
+        self.generator = torch.Generator().manual_seed(offset + seed)
+        self.order, self.position = torch.empty(0, dtype=torch.long), 0
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    def _augmented(self, index: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+            return torch.stack([self.dataset[i][0] for i in index.tolist()])
+
+
+def training_sampler(data: ImageData | FolderData, seed: int, normalize: Normalize, augment: bool, cutout: int,
+                     device: torch.device, offset: int = SEED_OFFSET) -> TrainingSampler:
+    """A TrainingSampler of either kind of image data (a streamed split augments as its transform says)."""
+    if isinstance(data, FolderData):
+        return FolderSampler(data, seed, normalize, cutout, device, offset)
+    return TrainingSampler(data, seed, normalize, augment, cutout, device, offset)

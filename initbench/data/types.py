@@ -1,4 +1,4 @@
-"""The in-memory form every dataset is loaded into."""
+"""The in-memory form the image datasets are loaded into (ImageNet streams instead: data/imagenet.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,23 @@ class ImageData:
     test_labels: torch.Tensor
     num_classes: int
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_images.shape[1:])
+
+
+def subset_indices(count: int, size: int) -> torch.Tensor:
+    """The indices of a split cut to `size` (all of them for 0 or a size beyond the split), in order."""
+    if size <= 0 or size >= count:
+        return torch.arange(count)
+    # A fixed random subset (not the first N) keeps the class balance of the split.
+    return torch.randperm(count, generator=torch.Generator().manual_seed(0))[:size].sort().values
+
 
 def _subset(images: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     if size <= 0 or size >= len(labels):
         return images, labels
-    # A fixed random subset (not the first N) keeps the class balance of the split.
-    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:size].sort().values
+    keep = subset_indices(len(labels), size)
     return images[keep], labels[keep]
 
 

@@ -39,7 +39,9 @@ class ScalarBias(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.bias
+        # In the activation's dtype: a float32 [1] parameter would promote bf16 activations under autocast to float32
+        # (twice the memory traffic; measured on an H200: Fixup ResNet-50 bf16 at 0.67x the BN net's img/s).
+        return x + self.bias.to(x.dtype)
 
 
 class ScalarScale(nn.Module):
@@ -50,7 +52,7 @@ class ScalarScale(nn.Module):
         self.scale = nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
+        return x * self.scale.to(x.dtype)  # as ScalarBias: no promotion of bf16 activations
 
 
 def linear(in_features: int, out_features: int, norm: str, bias: bool = True) -> nn.Module:

@@ -8,7 +8,10 @@ seed (DistributedDataParallel also broadcasts rank 0's weights), and draws the s
 augmentation from the run's generator; rank r trains on slice r of every global batch of `batch_size` images. The
 data order and augmentation therefore depend on the seed only, not on the world size: the gradient all-reduced
 by DDP is the gradient of the combined batch, as one process would compute it (BN layers normalise over each
-rank's slice, as DDP ImageNet recipes do). Step losses and epoch metrics are all-reduced, so every rank takes the
+rank's slice, as DDP ImageNet recipes do). ImageNet streams from disk instead: every rank still draws the same
+permutation, but loads only its slice of each batch, and its crops come from workers seeded per rank
+(initbench/data/loaders.py FolderLoader). Under mixup each rank pairs the images of its own slice, with the λ all
+ranks share. Step losses and epoch metrics are all-reduced, so every rank takes the
 same divergence decision; evaluation is sharded over the ranks and summed. Rank 0 alone writes files and
 checkpoints; every rank resumes from the one checkpoint.
 """
@@ -62,10 +65,14 @@ def join(device: str) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return SINGLE
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        if use_cuda:  # NCCL's collectives and DDP use the current device: this rank's own GPU
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        # NCCL for the GPU tensors (gradients, metrics); gloo for the small CPU ones (rank 0's decisions).
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def device_setting(world: World, setting: str) -> str:

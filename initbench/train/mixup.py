@@ -6,7 +6,8 @@ recorded training error is the official script's λ-weighted one, 1 − (λ·hit
 under the metric names `mixup_loss` / `mixup_error` (the test split is never mixed).
 
 Each run draws a whole epoch's λs and partner keys at the epoch's start from its own data generator, so a run
-fused with others mixes exactly as it would alone, and no step waits for the host.
+fused with others mixes exactly as it would alone, and no step waits for the host. In a distributed job every rank
+draws the same λs and keys; each pairs the images of its share of the batch (initbench/train/trainer.py ImageTask).
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ class EpochMixing:
     lams: torch.Tensor
     keys: torch.Tensor
 
-    def step(self, step: int, batch: int) -> MixedBatch:
-        """Ranking the step's first `batch` keys gives a uniformly random permutation (a short last batch too)."""
-        return MixedBatch(self.lams[:, step], self.keys[:, step, :batch].argsort(dim=1))
+    def step(self, step: int, batch: int, rank: int = 0, world_size: int = 1) -> MixedBatch:
+        """Ranking the step's first `batch` keys gives a uniformly random permutation (a short last batch too). In a
+        distributed job, rank r ranks the keys of its share of the batch only: its images pair among themselves."""
+        keys = torch.tensor_split(self.keys[:, step, :batch], world_size, dim=1)[rank]
+        return MixedBatch(self.lams[:, step], keys.argsort(dim=1))
 
 
 def draw_epoch_mixing(alpha: float, generators: list[torch.Generator], steps: int, batch_size: int) -> EpochMixing:

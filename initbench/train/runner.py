@@ -21,7 +21,7 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 from initbench.config import parse_warmup, run_id, seeds_of, validate
-from initbench.data import ImageData, TranslationData, load_dataset
+from initbench.data import FolderData, ImageData, TranslationData, load_dataset
 from initbench.data.loaders import data_generator, steps_per_epoch
 from initbench.errors import ConfigError, UserError
 from initbench.results.files import (
@@ -134,7 +134,7 @@ def _configure_determinism(cfg: DictConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _check_fits_data(cfg: DictConfig, data: ImageData) -> None:
+def _check_fits_data(cfg: DictConfig, data: ImageData | FolderData) -> None:
     """Settings that can only be compared with the data once it is loaded: a warmup in steps against the number
     of steps, the cutout hole against the image size."""
     per_epoch = steps_per_epoch(len(data.train_labels), cfg.batch_size)
@@ -146,7 +146,7 @@ def _check_fits_data(cfg: DictConfig, data: ImageData) -> None:
             f"({len(data.train_labels)} images, batch_size={cfg.batch_size}) = {total} steps. Shorten the warmup or "
             "train longer."
         )
-    channels, height, width = data.train_images.shape[1:]
+    channels, height, width = data.image_shape
     if channels != len(cfg.dataset.mean):
         raise ConfigError(
             f"{cfg.dataset.name} has {channels}-channel images but dataset.mean/dataset.std give "
@@ -196,7 +196,6 @@ def _check_distributed(cfg: DictConfig, world: World) -> None:
         )
     unsupported = [setting for setting, used in (
         (f"fused seeds (seed={cfg.seed})", len(seeds_of(cfg.seed)) > 1),
-        (f"train.mixup_alpha={cfg.train.mixup_alpha}", bool(cfg.train.mixup_alpha)),
         ("measure.hessian_every", cfg.measure.hessian_every is not None),
         (f"model.arch={cfg.model.arch} (translation batches by tokens)", cfg.model.arch == "transformer"),
     ) if used]

@@ -29,10 +29,10 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from initbench.config import parse_warmup
-from initbench.data import ImageData, TranslationData
+from initbench.data import FolderData, ImageData, TranslationData
 from initbench.data.augment import Normalize
-from initbench.data.sampler import TrainingSampler
-from initbench.data.loaders import ResidentLoader, TorchLoader, eval_batches
+from initbench.data.sampler import training_sampler
+from initbench.data.loaders import FolderLoader, ResidentLoader, TorchLoader, eval_batches
 from initbench.errors import UserError
 from initbench.inits import InitContext, InitReport, apply_init
 from initbench.models import build_model
@@ -126,11 +126,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _init_batch(data: ImageData, seed: int, size: int, normalize: Normalize, augment: bool,
+def _init_batch(data: ImageData | FolderData, seed: int, size: int, normalize: Normalize, augment: bool,
                 cutout: int) -> torch.Tensor:
     """One training batch for data-dependent inits, augmented like any training batch (cutout included, as in
     Arpit et al.'s code): the first draw of a sampler of its own, so every call gives the same batch."""
-    sampler = TrainingSampler(data, seed, normalize, augment, cutout, torch.device("cpu"), INIT_BATCH_SEED_OFFSET)
+    sampler = training_sampler(data, seed, normalize, augment, cutout, torch.device("cpu"), INIT_BATCH_SEED_OFFSET)
     return sampler(size)[0]
 
 
@@ -155,7 +155,7 @@ class InitializedModel:
     seconds: float  # the init scheme's wall time
 
 
-def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData | TranslationData,
+def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData | FolderData | TranslationData,
                             device: torch.device = torch.device("cpu"), initialize: bool = True) -> InitializedModel:
     """Build one run's model on the CPU from its seed and initialise it, so the init is device-independent; the
     learned inits (GradInit, MetaInit) search on `device` with batches of their own. `initialize=False` only
@@ -167,7 +167,7 @@ def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData | Transl
     if isinstance(data, TranslationData):
         model = build_model(cfg.model, cfg.norm, data.vocab_sizes)
     else:
-        model = build_model(cfg.model, cfg.norm, data.num_classes, tuple(data.train_images.shape[1:]))
+        model = build_model(cfg.model, cfg.norm, data.num_classes, data.image_shape)
     if not initialize:
         return InitializedModel(model, InitReport(), 0.0)
     if isinstance(data, TranslationData):
@@ -178,8 +178,8 @@ def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData | Transl
         model_cfg=cfg.model,
         norm=cfg.norm,
         batch=lambda: _init_batch(data, seed, cfg.batch_size, cpu_normalize, augment, cfg.dataset.cutout),
-        sampler=TrainingSampler(data, seed, Normalize(cfg.dataset.mean, cfg.dataset.std, device), augment,
-                                cfg.dataset.cutout, device),
+        sampler=training_sampler(data, seed, Normalize(cfg.dataset.mean, cfg.dataset.std, device), augment,
+                                 cfg.dataset.cutout, device),
         seed=seed,
         num_classes=data.num_classes,
         device=device,
@@ -197,16 +197,25 @@ def _initialize(model: torch.nn.Module, cfg: DictConfig, context: InitContext) -
 
 
 class ImageTask:
-    """Image classification behind the task seam: the resident (or torch) loader, mixup, cross-entropy, test
-    loss and error."""
+    """Image classification behind the task seam: the resident, torch or (ImageNet) folder loader, mixup,
+    cross-entropy, test loss and error.
 
-    def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData, device: torch.device,
+    In a distributed job every rank takes its share of each global batch: the resident loader gives every rank the
+    whole batch and the rank slices it; the folder loader loads only the rank's share. Mixup then pairs images within
+    the rank's share, with the step's λ shared by all ranks (the official ImageNet script mixes each process's own
+    batch: hongyi-zhang/Fixup imagenet/imagenet_train.py); one process mixes over the whole batch, as before.
+    """
+
+    def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData | FolderData, device: torch.device,
                  autocast: AbstractContextManager, world: World = SINGLE):
         self.cfg, self.runs, self.device, self.autocast, self.world = cfg, runs, device, autocast, world
         augment = cfg.dataset.augment == "crop_flip"
         self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-        if cfg.data.loader == "torch":
+        if isinstance(data, FolderData):
+            self.loader = FolderLoader(data, cfg.batch_size, cfg.eval_batch_size, self.normalize, runs[0].generator,
+                                       cfg.data.num_workers, device, world, cfg.channels_last)
+        elif cfg.data.loader == "torch":
             self.loader = TorchLoader(data.train_images, data.train_labels, cfg.batch_size, list(cfg.dataset.mean),
                                       list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device,
                                       cutout=cfg.dataset.cutout)
@@ -217,6 +226,9 @@ class ImageTask:
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.mixup_alpha = float(cfg.train.mixup_alpha)
         self.mixing = None
+        if isinstance(data, FolderData):
+            self.test_total = len(data.test)
+            return
         # Stored in the models' layout once, so evaluation batches need no per-batch layout copy. In a distributed
         # job each rank evaluates its share of the test split and the sums are all-reduced.
         self.test_total = len(data.test_labels)
@@ -231,43 +243,42 @@ class ImageTask:
 
     def losses(self, replicas: Replicas, batch: tuple[torch.Tensor, torch.Tensor],
                index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Each run's loss [K] and correct predictions [K] (λ-weighted under mixup), and the batch size."""
+        """Each run's loss [K] and correct predictions [K] (λ-weighted under mixup), and the global batch size.
+
+        In a distributed job the losses are this rank's share: its summed loss over the global batch size, so the
+        ranks' values add up to the batch's mean loss (an uneven last batch too)."""
         images, labels = batch
-        if self.world.active:
-            return self._rank_losses(replicas, images, labels)
-        mix = self.mixing.step(index, labels.shape[1]) if self.mixing is not None else None
+        total = labels.shape[1]
+        if self.world.active and isinstance(self.loader, FolderLoader):
+            total = self.loader.global_size(index)
+        elif self.world.active:
+            images = torch.tensor_split(images, self.world.size, dim=1)[self.world.rank]
+            labels = torch.tensor_split(labels, self.world.size, dim=1)[self.world.rank]
+        mix = None if self.mixing is None else self.mixing.step(index, total, self.world.rank, self.world.size)
         if mix is not None:
             images = mix.images(images)
         with self.autocast:
             logits = replicas(images).float()
-        losses = self._losses(logits, labels)
-        if mix is not None:
-            partners = mix.partner_labels(labels)
-            losses = mix.combine(losses, self._losses(logits, partners))
+        losses = self._summed_losses(logits, labels)
         predicted = logits.detach().argmax(dim=-1)
         hits = (predicted == labels).sum(dim=1).float()
         if mix is not None:
+            partners = mix.partner_labels(labels)
+            losses = mix.combine(losses, self._summed_losses(logits, partners))
             hits = mix.combine(hits, (predicted == partners).sum(dim=1).float())
-        return losses, hits, labels.shape[1]
-
-    def _rank_losses(self, replicas: Replicas, images: torch.Tensor,
-                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """This rank's slice of the global batch: its summed loss over the global batch size (the ranks' values add
-        up to the batch's mean loss, also for an uneven last batch), its correct predictions, the global size."""
-        total = labels.shape[1]
-        images = torch.tensor_split(images, self.world.size, dim=1)[self.world.rank]
-        labels = torch.tensor_split(labels, self.world.size, dim=1)[self.world.rank]
-        with self.autocast:
-            logits = replicas(images).float()
-        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(len(labels), -1)
-        hits = (logits.detach().argmax(dim=-1) == labels).sum(dim=1).float()
-        return losses.sum(dim=1) / total, hits, total
+        return losses / total, hits, total
 
     @staticmethod
-    def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Each run's mean cross-entropy [K] from logits [K, B, classes] and labels [K, B]."""
+    def _summed_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each run's summed cross-entropy [K] from logits [K, B, classes] and labels [K, B]."""
         losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-        return losses.view(len(labels), -1).mean(dim=1)
+        return losses.view(len(labels), -1).sum(dim=1)
+
+    def _eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's share of the test split, normalised, in fixed order."""
+        if isinstance(self.loader, FolderLoader):
+            return self.loader.eval_batches()
+        return eval_batches(self.test_images, self.test_labels, self.cfg.eval_batch_size, self.normalize)
 
     @torch.no_grad()
     def evaluate(self, replicas: Replicas, runs: list[RunState]) -> None:
@@ -276,8 +287,7 @@ class ImageTask:
         loss_sum = torch.zeros(count, device=self.device)
         correct = torch.zeros(count, device=self.device, dtype=torch.long)
         replicas.train(False)
-        for images, labels in eval_batches(self.test_images, self.test_labels, self.cfg.eval_batch_size,
-                                           self.normalize):
+        for images, labels in self._eval_batches():
             with self.autocast:
                 logits = replicas.forward_shared(images)
             targets = labels.expand(count, -1)
