@@ -512,6 +512,7 @@ def _check_streamed(cfg: DictConfig, seeds: list[int]) -> None:
         (f"fused seeds (seed={cfg.seed}); launch one job per seed", len(seeds) > 1),
         ("task=probe", cfg.task == "probe"),
         ("measure.hessian_every", cfg.measure.hessian_every is not None),
+        (f"dataset.cutout={cfg.dataset.cutout} (the official ImageNet recipe has none)", cfg.dataset.cutout > 0),
     ) if used]
     if unsupported:
         raise ConfigError(f"dataset={cfg.dataset.name} streams from disk, one run per job; it does not support "

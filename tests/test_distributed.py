@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from initbench.results.files import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE
 from initbench.train.job_lock import LOCK_FILE
+from initbench.errors import ConfigError
+from initbench.train.distributed import World, device_setting
 from initbench.train.mixup import draw_epoch_mixing
 from tests.conftest import TINY, write_fake_imagenet
 from tests.ddp_worker import OVERRIDES as WORKER
@@ -160,3 +163,9 @@ def test_under_ranks_mixup_pairs_images_within_each_rank_share_with_the_lambda_t
         assert sorted(share.partner[0].tolist()) == list(range(share.partner.shape[1]))  # a permutation of the share
         assert torch.equal(share.lam, whole.lam)
     assert any(not torch.equal(share.partner[0], torch.arange(share.partner.shape[1])) for share in shares)
+
+
+def test_one_named_gpu_for_every_rank_is_refused():
+    with pytest.raises(ConfigError, match="device=cuda:1 would put every process"):
+        device_setting(World(rank=1, size=2, local_rank=1), "cuda:1")
+    assert device_setting(World(), "cuda:1") == "cuda:1" and device_setting(World(1, 2, 1), "cpu") == "cpu"

@@ -122,6 +122,6 @@ def test_recipe_rows_and_the_settings_imagenet_refuses():
         factors = [schedule.factor(epoch * 10) for epoch in (0, 29, 30, 59, 60, 89)]
         assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])  # x0.1 every 30 epochs
     for bad, message in ((["seed=[0,1]"], "fused seeds"), (["measure.hessian_every=10"], "hessian_every"),
-                         (["dataset.augment=crop_flip"], "resized_crop_flip")):
+                         (["dataset.augment=crop_flip"], "resized_crop_flip"), (["dataset.cutout=16"], "cutout")):
         with pytest.raises(ConfigError, match=message):
             validate(compose_config(["+experiment=imagenet_resnet50", *bad]))

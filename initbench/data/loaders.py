@@ -10,7 +10,6 @@ and augmentation from its own generator, so run k sees exactly the batches it wo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import nullcontext
 
 import torch
 from torch.profiler import record_function
@@ -209,26 +208,36 @@ class FolderLoader:
                  seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
                             pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
-        # Workers seed torch from the loader's generator; without workers the transforms draw from the global RNG,
-        # seeded the same way here and restored afterwards.
-        with torch.random.fork_rng(devices=[]) if not self.num_workers else nullcontext():
-            if not self.num_workers:
-                torch.manual_seed(seed)
-            try:
-                for images, labels in loader:
-                    images = images.to(self.device, non_blocking=True)
-                    if self.channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    yield self.normalize(images), labels.to(self.device, non_blocking=True)
-            except DataError as err:  # from a worker, the message ends the traceback torch wraps it in
-                raise DataError(str(err).strip().splitlines()[-1].removeprefix("initbench.errors.DataError: ")) \
-                    from None
+        # Workers seed torch from the loader's generator; without workers the transforms draw from the global RNG.
+        host_batches = iter(loader) if self.num_workers else _seeded(iter(loader), seed)
+        try:
+            for images, labels in host_batches:
+                images = images.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                yield self.normalize(images), labels.to(self.device, non_blocking=True)
+        except DataError as err:  # from a worker, the message ends the traceback torch wraps it in
+            raise DataError(str(err).strip().splitlines()[-1].removeprefix("initbench.errors.DataError: ")) from None
 
     def state_dict(self, run: int) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, run: int, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def _seeded(batches: Iterator, seed: int) -> Iterator:
+    """`batches`, each drawn under a global CPU RNG of their own seeded with `seed`: the transforms' random draws in
+    the main process, with the caller's RNG left as it was between batches."""
+    state = torch.Generator().manual_seed(seed).get_state()
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(state)
+            batch = next(batches, None)
+            state = torch.get_rng_state()
+        if batch is None:
+            return
+        yield batch
 
 
 def eval_batches(

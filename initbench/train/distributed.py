@@ -69,16 +69,23 @@ def join(device: str) -> World:
     if not dist.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
         if use_cuda:  # NCCL's collectives and DDP use the current device: this rank's own GPU
-            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"Process {local_rank} of this machine has no GPU of its own: "
+                                  f"{torch.cuda.device_count()} are visible. Start at most that many processes per "
+                                  "machine (torchrun --nproc_per_node, hydra.launcher.tasks_per_node).")
+            torch.cuda.set_device(local_rank)
         # NCCL for the GPU tensors (gradients, metrics); gloo for the small CPU ones (rank 0's decisions).
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo")
     return World(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def device_setting(world: World, setting: str) -> str:
-    """`device=auto` on a multi-GPU world: the GPU of this process's local rank."""
-    if world.active and setting == "auto" and torch.cuda.is_available():
-        return f"cuda:{world.local_rank % torch.cuda.device_count()}"
+    """`device=auto` (or cuda) in a distributed job: the GPU of this process's local rank; one GPU for all: refused."""
+    if world.active and setting.startswith("cuda:"):
+        raise ConfigError(f"device={setting} would put every process of this distributed job on one GPU; use "
+                          "device=auto (each process takes the GPU of its local rank) or device=cuda.")
+    if world.active and setting in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{world.local_rank}"
     return setting
 
 
