@@ -21,9 +21,9 @@ SEED_OFFSET = 30_000
 
 
 class TrainingSampler:
-    def __init__(self, data: ImageData, seed: int, normalize: Normalize, augment: bool, cutout: int,
+    def __init__(self, data: ImageData | FolderData, seed: int, normalize: Normalize, augment: bool, cutout: int,
                  device: torch.device, offset: int = SEED_OFFSET):
-        self.images, self.labels = data.train_images, data.train_labels
+        self.data, self.labels = data, data.train_labels
         self.normalize, self.augment, self.cutout, self.device = normalize, augment, cutout, device
         self.generator = torch.Generator().manual_seed(offset + seed)
         self.order, self.position = torch.empty(0, dtype=torch.long), 0
@@ -34,7 +34,7 @@ class TrainingSampler:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.images.shape[1:])
+        return self.data.image_shape
 
     def __call__(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The next `count` images of the current pass (fewer at its end) and their labels, on the device."""
@@ -52,36 +52,24 @@ class TrainingSampler:
 
     def _augmented(self, index: torch.Tensor) -> torch.Tensor:
         """The uint8 images at `index`, cropped and flipped when the recipe augments."""
-        images = self.images[index]
+        images = self.data.train_images[index]
         if self.augment:
             images = crop_flip(images, sample_crop_flip(len(index), self.generator, images.device))
         return images
 
 
 class FolderSampler(TrainingSampler):
-    """The same draws from a streamed split (ImageNet): the images go through its training transform, whose random
-    crops are seeded from the sampler's generator."""
-
-    def __init__(self, data: FolderData, seed: int, normalize: Normalize, cutout: int, device: torch.device,
-                 offset: int = SEED_OFFSET):
-        self.dataset, self.labels, self.shape = data.train, data.train_labels, data.image_shape
-        self.normalize, self.cutout, self.device = normalize, cutout, device
-        self.generator = torch.Generator().manual_seed(offset + seed)
-        self.order, self.position = torch.empty(0, dtype=torch.long), 0
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return self.shape
+    """The same draws from a streamed split (ImageNet): the images go through its training transform (which decides
+    the augmentation), whose random crops are seeded from the sampler's generator."""
 
     def _augmented(self, index: torch.Tensor) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
-            return torch.stack([self.dataset[i][0] for i in index.tolist()])
+            return torch.stack([self.data.train[i][0] for i in index.tolist()])
 
 
 def training_sampler(data: ImageData | FolderData, seed: int, normalize: Normalize, augment: bool, cutout: int,
                      device: torch.device, offset: int = SEED_OFFSET) -> TrainingSampler:
     """A TrainingSampler of either kind of image data (a streamed split augments as its transform says)."""
-    if isinstance(data, FolderData):
-        return FolderSampler(data, seed, normalize, cutout, device, offset)
-    return TrainingSampler(data, seed, normalize, augment, cutout, device, offset)
+    kind = FolderSampler if isinstance(data, FolderData) else TrainingSampler
+    return kind(data, seed, normalize, augment, cutout, device, offset)
