@@ -20,26 +20,24 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from initbench.config import CONFIG_DIR, job_name, register_configs, unknown_setting
+from initbench.config.schema import CONFIG_DIR, register_configs, unknown_setting
 from initbench.errors import ConfigError, UserError
 
 
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("ib_job_name"):
-        OmegaConf.register_new_resolver("ib_job_name", job_name)
-    if not OmegaConf.has_resolver("ib_transformer"):
-        # ${ib_transformer:${model.arch},A,B}: A for the Transformer, B for every other model (configs/init/gradinit).
-        OmegaConf.register_new_resolver("ib_transformer", lambda arch, ours, other: ours if arch == "transformer"
-                                        else other)
+def _job_name(*, _root_: DictConfig) -> str:
+    from initbench.config.identity import job_name  # imports the registries (and torch) only when a job is named
+
+    return job_name(_root_=_root_)
 
 
 # At import, not only in main(): submitit's job processes unpickle run_task and compose the job's config
 # (whose directory name calls the resolver) without ever running main().
-register_resolvers()
+if not OmegaConf.has_resolver("ib_job_name"):
+    OmegaConf.register_new_resolver("ib_job_name", _job_name)
 
 
 def _fail(err: UserError, job_dir: Path | None) -> NoReturn:
-    from initbench.train.distributed import launched_rank
+    from initbench.distributed import launched_rank
     from initbench.train.runner import remove_if_empty
 
     if launched_rank() != 0:
@@ -123,7 +121,8 @@ def _pin_submitit_local_gpu(cfg: DictConfig) -> None:
 
 def run_task(cfg: DictConfig) -> None:
     """The Hydra task: one job of a run or sweep."""
-    from initbench.train.distributed import launched_rank
+    from initbench.distributed import launched_rank
+    from initbench.train.runner import print_summary, run_job
 
     _pin_submitit_local_gpu(cfg)
     if launched_rank() != 0:  # one job log, rank 0's: the other ranks of a distributed job keep their console
@@ -131,21 +130,9 @@ def run_task(cfg: DictConfig) -> None:
             logging.getLogger().removeHandler(handler)
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        if cfg.task == "probe":
-            from initbench.measure.probe import probe_job
-
-            probe_job(cfg, job_dir)
-        elif cfg.task == "train":
-            from initbench.train.runner import print_summary, train_job
-
-            summaries = train_job(cfg, job_dir)
-            if launched_rank() == 0:
-                print_summary(summaries, job_dir)
-        else:
-            from initbench.config import TASKS
-            from initbench.errors import choice_error
-
-            raise choice_error("task", cfg.task, TASKS)
+        summaries = run_job(cfg, job_dir)
+        if summaries is not None and launched_rank() == 0:
+            print_summary(summaries, job_dir)
     except UserError as err:
         _fail(err, job_dir)
     except RuntimeError as err:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator raises a plain one

@@ -43,14 +43,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import register_configs, validate
+from initbench.config.checks import validate
+from initbench.config.schema import compose
 from initbench.data import ImageData
-from initbench.data.loaders import data_generator
-from initbench.train.trainer import RunState, Trainer, resolve_device
+from initbench.data.augment import Normalize
+from initbench.data.loaders import TorchLoader, data_generator
+from initbench.distributed import resolve_device
+from initbench.train.runner import build_trainer
+from initbench.train.trainer import RunState, Trainer
 
 # Nets by name: any configs/model/ name, plus the 10,000-layer Fixup net (1666 basic blocks per stage).
 NETS = {"fixup10k": ["model=resnet110", "model.depth=9998", "init=fixup"],
@@ -85,9 +87,7 @@ def variants(compile_mode: str | None, regularisers: bool = False) -> list[Varia
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose(overrides)
     validate(cfg)
     return cfg
 
@@ -105,34 +105,35 @@ def random_split(train: int, test: int, side: int = 32, classes: int = 10) -> Im
     return ImageData("bench", images(train), labels(train), images(test), labels(test), classes)
 
 
-def build_trainer(net: list[str], variant: Variant, runs: int, batch: int, data: ImageData, device: torch.device,
+def bench_trainer(net: list[str], variant: Variant, runs: int, batch: int, data: ImageData, device: torch.device,
                   workers: int, scratch: Path) -> Trainer:
     seeds = list(range(runs))
     options = {"precision": "fp32", "channels_last": False, "compile": False, **variant.options}
     cfg = compose_config([
         *net, "dataset=synthetic", f"batch_size={batch}", f"eval_batch_size={min(1000, len(data.test_labels))}",
         f"seed={seeds if runs > 1 else seeds[0]}", f"device={device}", "progress=false",
-        f"data.loader={'torch' if variant.reference else 'resident'}", f"data.num_workers={workers}",
+        f"data.num_workers={workers}",
         # No early stop, and only non-finite losses flag a run: an epoch is always its full length.
         "divergence.check_every=1000000000", "divergence.loss_factor=1e30",
         *(f"{key}={str(value).lower()}" for key, value in options.items()),
     ])
     states = [RunState(f"bench-{s}", s, scratch, data_generator(s, device)) for s in seeds]
-    return Trainer(cfg, states, data, device, scratch / "checkpoint.pt")
+    return build_trainer(cfg, states, data, device, scratch / "checkpoint.pt")
 
 
-def reference_epoch(trainer: Trainer) -> Callable[[], None]:
-    """The official scripts' training loop over the trainer's model and TorchLoader."""
-    model, loader = trainer.replicas.template, trainer.task.loader.loader
-    device, optim = trainer.device, trainer.cfg.optim
-    optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
-                                weight_decay=optim.weight_decay)  # torch's default implementation
+def reference_epoch(trainer: Trainer, data: ImageData, workers: int) -> Callable[[], None]:
+    """The official scripts' training loop over the trainer's model, fed by the reference TorchLoader."""
+    model, device, cfg = trainer.model, trainer.device, trainer.cfg
+    loader = TorchLoader(data.train_images, data.train_labels, cfg.batch_size, list(cfg.dataset.mean),
+                         list(cfg.dataset.std), True, 0, workers, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)  # torch's default implementation
 
     def epoch() -> None:
         model.train()
         train_loss, correct = 0.0, 0
-        for images, labels in loader:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        for images, labels in loader.epoch():  # each batch copied to the device as it comes, as the scripts do
+            images, labels = images[0], labels[0]
             outputs = model(images)
             loss = F.cross_entropy(outputs, labels)
             optimizer.zero_grad()
@@ -206,8 +207,8 @@ def measure(net_name: str, variant: Variant, shape: Shape, args: argparse.Namesp
         # ImageNet nets: crops come from loader workers in real runs, so the resident epoch-wide crop buffer (several
         # GiB at 224 x 224) would only inflate the peak memory; the timed step is the same.
         net = [*net, "dataset.augment=none"] if imagenet and not variant.reference else net
-        trainer = build_trainer(net, variant, shape.runs, shape.batch, data, device, args.workers, scratch)
-        epoch = reference_epoch(trainer) if variant.reference else trainer.train_epoch
+        trainer = bench_trainer(net, variant, shape.runs, shape.batch, data, device, args.workers, scratch)
+        epoch = reference_epoch(trainer, data, args.workers) if variant.reference else trainer.train_epoch
         elapsed = median_seconds(epoch, device, args.warmup, args.repeats)
         note = "non-finite loss (timing kept)" if any(r.diverged for r in trainer.runs) else ""
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -251,18 +252,20 @@ def hessian_cost(net_name: str, args: argparse.Namespace, device: torch.device, 
     """Seconds of one λ1 estimate over seconds of one training step, on the same net and batch size."""
     from omegaconf import OmegaConf
 
-    from initbench.config import HessianConfig
+    from initbench.config.schema import HessianConfig
     from initbench.measure.hessian import estimate, settings_operator
 
     shape = net_shape(net_name, Variant("ours fp32"), args)
     data = random_split(shape.steps * shape.batch, shape.batch)
-    trainer = build_trainer(NETS.get(net_name, [f"model={net_name}"]), Variant("ours fp32"), 1, shape.batch, data,
+    trainer = bench_trainer(NETS.get(net_name, [f"model={net_name}"]), Variant("ours fp32"), 1, shape.batch, data,
                             device, args.workers, scratch)
     step = median_seconds(trainer.train_epoch, device, args.warmup, args.repeats) / shape.steps
     images, labels = data.train_images[: shape.batch].to(device), data.train_labels[: shape.batch].to(device)
-    batch = (trainer.task.normalize(images), labels)
+    batch = (Normalize(trainer.cfg.dataset.mean, trainer.cfg.dataset.std, device)(images), labels)
     settings = OmegaConf.structured(HessianConfig)  # the gilmer preset: Lanczos, 20 steps
-    operator = settings_operator(settings, trainer.replicas.template, *trainer.replicas.run_tensors(0), lambda: [batch])
+    model = trainer.model
+    operator = settings_operator(settings, model, dict(model.named_parameters()), dict(model.named_buffers()),
+                                 lambda: [batch])
     one = median_seconds(lambda: estimate(operator, settings, 0), device, 1, args.repeats)
     print(f"  {net_name:<10} one λ1 estimate {one:8.3f} s, one training step {step:8.4f} s: ratio {one / step:8.1f}"
           f"  ({operator.ad} mode, batch {shape.batch})")
@@ -277,7 +280,7 @@ def project_fixup_row(args: argparse.Namespace, device: torch.device, scratch: P
           f"fused {seeds} at a time, batch {args.batch}, projected from this machine's throughput:")
     for variant in [v for v in variants(compile_mode) if v.fused]:
         data = random_split(args.steps * args.batch, args.eval_images)
-        trainer = build_trainer(spec["net"], variant, seeds, args.batch, data, device, args.workers, scratch)
+        trainer = bench_trainer(spec["net"], variant, seeds, args.batch, data, device, args.workers, scratch)
         train = median_seconds(trainer.train_epoch, device, args.warmup, args.repeats)
         evaluate = median_seconds(trainer.evaluate, device, 1, args.repeats)
         rate = seeds * len(data.train_labels) / train
@@ -324,9 +327,9 @@ def profile_variant(net_name: str, variant: Variant, shape: Shape, args: argpars
 
     runs, batch, steps = shape.runs, shape.batch, shape.steps
     data = random_split(steps * batch, batch)
-    trainer = build_trainer(NETS.get(net_name, [f"model={net_name}"]), variant, runs, batch, data, device,
+    trainer = bench_trainer(NETS.get(net_name, [f"model={net_name}"]), variant, runs, batch, data, device,
                             args.workers, scratch)
-    epoch = reference_epoch(trainer) if variant.reference else trainer.train_epoch
+    epoch = reference_epoch(trainer, data, args.workers) if variant.reference else trainer.train_epoch
     for _ in range(max(1, args.warmup)):
         epoch()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

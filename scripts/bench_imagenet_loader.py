@@ -29,11 +29,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from initbench.config import DatasetConfig
+from initbench.config.schema import DatasetConfig
 from initbench.data import load_dataset
 from initbench.data.augment import Normalize
 from initbench.data.loaders import FolderLoader
-from initbench.train.trainer import resolve_device
+from initbench.distributed import resolve_device
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -1,7 +1,7 @@
 """Translation speed and a short training check, through the harness's own Trainer and runner.
 
 1. Throughput: target tokens/s of one training step (forward, backward, AdamW step) of the reference-size Post-LN
-   Transformer (transformer_iwslt_de_en, translation.md 2; dictionaries of ~6,632 types) on 4096-token batches of
+   Transformer (transformer_iwslt_de_en, docs/iwslt14.md; dictionaries of ~6,632 types) on 4096-token batches of
    the synthetic task, fp32 and bf16 autocast in the same process, and their ratio.
 2. Training: a few hundred steps of the same model on the synthetic task (`train_job`, the real runner), printing
    the training loss and the valid/test BLEU of every epoch.
@@ -26,12 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from initbench.cli import CONFIG_DIR  # noqa: E402  (registers the config resolvers)
-from initbench.config import register_configs  # noqa: E402
+from initbench.config.schema import CONFIG_DIR  # noqa: E402  (registers the config resolvers)
+from initbench.config.schema import register_configs  # noqa: E402
 from initbench.data import load_dataset  # noqa: E402
 from initbench.data.loaders import data_generator  # noqa: E402
 from initbench.train.runner import train_job  # noqa: E402
-from initbench.train.trainer import RunState, Trainer  # noqa: E402
+from initbench.train.runner import build_trainer  # noqa: E402
+from initbench.train.trainer import RunState  # noqa: E402
 
 # The reference model (configs/model/transformer_postln.yaml) with fairseq's optimizer on the synthetic task.
 BASE = ["dataset=synthetic_translation", "model=transformer_postln", "init=default", "optim=adamw",
@@ -66,19 +67,19 @@ def throughput(args: argparse.Namespace, precision: str, scratch: Path) -> float
     device = torch.device(args.device)
     data = load_dataset(cfg.dataset)
     run = RunState(f"bench-{precision}", 0, scratch, data_generator(0, device))
-    trainer = Trainer(cfg, [run], data, device, scratch / f"checkpoint-{precision}.pt")
-    params = sum(p.numel() for _, p in trainer.replicas.named_parameters())
+    trainer = build_trainer(cfg, [run], data, device, scratch / f"checkpoint-{precision}.pt")
+    params = sum(p.numel() for p in trainer.model.parameters())
     trainer.train_epoch()  # warm-up: kernels, allocator, autotuning
     synchronize(device)
+    tokens_before, steps_before = run.images_trained, run.steps_done  # the run counts target tokens as its images
     started = time.perf_counter()
     trainer.train_epoch()
     synchronize(device)
     seconds = time.perf_counter() - started
-    tokens = sum(batch.ntokens for batch in trainer.task.batcher.batches)
+    tokens, steps = run.images_trained - tokens_before, run.steps_done - steps_before
     rate = tokens / seconds
-    print(f"  {precision}: {params / 1e6:.1f}M parameters, {trainer.task.steps_per_epoch} steps of {args.max_tokens} "
-          f"tokens in {seconds:.2f} s: {rate:,.0f} target tokens/s ({1000 * seconds / trainer.task.steps_per_epoch:.1f}"
-          " ms/step)")
+    print(f"  {precision}: {params / 1e6:.1f}M parameters, {steps} steps of {args.max_tokens} "
+          f"tokens in {seconds:.2f} s: {rate:,.0f} target tokens/s ({1000 * seconds / steps:.1f} ms/step)")
     return rate
 
 

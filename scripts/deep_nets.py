@@ -26,11 +26,14 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import register_configs, validate
+from initbench.config.schema import CONFIG_DIR
+from initbench.config.checks import validate
+from initbench.config.schema import register_configs
 from initbench.data import ImageData
 from initbench.data.loaders import data_generator
-from initbench.train.trainer import RunState, Trainer, resolve_device
+from initbench.distributed import resolve_device
+from initbench.train.runner import build_trainer
+from initbench.train.trainer import RunState
 
 NETS = {
     "fixup_resnet9998": ["model=resnet110", "model.depth=9998", "init=fixup"],
@@ -69,9 +72,9 @@ def measure(name: str, segments: str, args: argparse.Namespace, device: torch.de
     try:
         run = RunState("deep", 0, scratch, data_generator(0, device))
         started = time.perf_counter()
-        trainer = Trainer(cfg, [run], data, device, scratch / f"{name}-{segments}.pt")  # build + init on the CPU
+        trainer = build_trainer(cfg, [run], data, device, scratch / f"{name}-{segments}.pt")  # build + init on the CPU
         row.update(setup_s=time.perf_counter() - started, init_s=run.init_seconds)
-        parameters = [p for _, p in trainer.replicas.named_parameters()]
+        parameters = list(trainer.model.parameters())
         row["params_m"] = sum(p.numel() for p in parameters) / 1e6
         started = time.perf_counter()
         trainer.train_epoch()  # steps + 1 steps; the epoch ends with a host read, so the clock is synced

@@ -1,5 +1,6 @@
-"""Prepare IWSLT'14 German-English exactly as fairseq's examples/translation/prepare-iwslt14.sh does (translation.md 1),
-without fairseq or Perl: sacremoses for the Moses tokenizer, subword-nmt for the joint BPE.
+"""Prepare IWSLT'14 German-English exactly as fairseq's examples/translation/prepare-iwslt14.sh does
+(facebookresearch/fairseq@3d262bb; docs/iwslt14.md), without fairseq or Perl: sacremoses for the Moses tokenizer,
+subword-nmt for the joint BPE.
 
     python scripts/prepare_iwslt14.py --out data/iwslt14.tokenized.de-en                 # downloads de-en.tgz
     python scripts/prepare_iwslt14.py --raw ~/Downloads/de-en.tgz --out data/iwslt14.tokenized.de-en
@@ -18,7 +19,7 @@ Steps (the shell script's, in its order):
 
 Written to --out: {train,valid,test}.{de,en} (BPE, what dataset=iwslt14_de_en reads), `code` (the BPE merges),
 dict.{de,en}.txt (fairseq's "type count" dictionaries of the BPE'd training text) and tok/ (the same splits before
-BPE, to inspect). The tool versions the papers used are unconfirmed (translation.md 1).
+BPE, to inspect). The tool versions the papers used are unconfirmed (no source states them).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ import torch
 
 from initbench.data import load_dataset
 from initbench.data.loaders import data_generator
-from initbench.train.distributed import join
-from initbench.train.trainer import RunState, Trainer
+from initbench.distributed import join
+from initbench.train.runner import build_trainer
+from initbench.train.trainer import RunState
 from tests.run_fixtures import compose_config
 
 OVERRIDES = ["+experiment=smoke", "dataset.train_size=96", "dataset.test_size=32", "batch_size=32", "epochs=2",
@@ -28,7 +29,7 @@ def main(out: Path, overrides: list[str]) -> None:
     data = load_dataset(cfg.dataset)
     device = torch.device("cpu")
     run = RunState("ddp", 0, out, data_generator(0, device))
-    trainer = Trainer(cfg, [run], data, device, out / f"checkpoint-{world.size}.pt", world)
+    trainer = build_trainer(cfg, [run], data, device, out / f"checkpoint-{world.size}.pt", world)
     trainer.fit()
     torch.save({"params": trainer.replicas.run_state(0), "rows": run.rows}, out / f"rank{world.rank}.pt")
 

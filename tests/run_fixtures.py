@@ -50,14 +50,18 @@ def write_run(root: Path, run_id: str, seed: int, model_cfg: dict | None = None,
 
 def compose_config(overrides: list[str]):
     """The config `python -m initbench OVERRIDES` would run, composed by Hydra from configs/."""
-    from hydra import compose, initialize_config_dir
+    from initbench.config.schema import compose
 
-    from initbench.cli import CONFIG_DIR
-    from initbench.config import register_configs
+    return compose(overrides)
 
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+
+def initialized_model(cfg, seed: int, data, device=None):
+    """The model a run of `cfg` and `seed` starts from, built and initialised by its task, as training does."""
+    import torch
+
+    from initbench.tasks import task_for
+
+    return task_for(cfg)(cfg, data, device or torch.device("cpu")).build_model(seed)
 
 
 def write_finished_run(folder: Path, cfg, seed: int, test_errors: list[float], diverged: bool = False,
@@ -67,8 +71,10 @@ def write_finished_run(folder: Path, cfg, seed: int, test_errors: list[float], d
     import torch
     from omegaconf import OmegaConf
 
-    from initbench.config import run_id
-    from initbench.train.runner import summary_row, write_run_record
+    from initbench.config.checks import validate
+    from initbench.config.identity import run_id
+    from initbench.results.records import write_run_record
+    from initbench.train.runner import summary_row
     from initbench.train.trainer import RunState
 
     run = RunState(run_id(OmegaConf.to_container(cfg, resolve=True), seed), seed, Path(folder), torch.Generator())
@@ -82,5 +88,6 @@ def write_finished_run(folder: Path, cfg, seed: int, test_errors: list[float], d
     run.train_seconds, run.images_trained = 1.0, 1000
     write_run_record(run.out_dir, cfg, seed, {})
     write_csv(run.out_dir / METRICS_FILE, run.rows, METRIC_COLUMNS)
-    write_csv(run.out_dir / SUMMARY_FILE, [summary_row(cfg, run, fused_runs, torch.device("cpu"))], SUMMARY_COLUMNS)
+    summary = summary_row(cfg, validate(cfg), run, fused_runs, torch.device("cpu"))
+    write_csv(run.out_dir / SUMMARY_FILE, [summary], SUMMARY_COLUMNS)
     return run.out_dir

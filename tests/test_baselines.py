@@ -153,10 +153,10 @@ def test_lsuv_on_a_layer_with_no_signal_is_a_divergence_not_a_silent_half_init()
 
 
 def test_the_probe_compares_lsuv_with_the_other_schemes(tmp_path: Path):
-    from initbench.measure.probe import probe_job
+    from initbench.train.runner import measure_job
     from tests.run_fixtures import compose_config
 
     cfg = compose_config([*TINY, "model.depth=8", "norm=none", "init=lsuv", "task=probe", "probe.batch_size=16",
                           "probe.hessian=false"])
-    rows = probe_job(cfg, tmp_path)[0]
+    rows = measure_job(cfg, tmp_path)[0]
     assert any(r["quantity"] == "output_rms" and math.isfinite(r["value"]) for r in rows)

@@ -8,8 +8,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import parse_warmup, register_configs, run_id, validate
+from initbench.config.schema import CONFIG_DIR
+from initbench.config.checks import validate
+from initbench.config.identity import run_id
+from initbench.config.schema import register_configs
+from initbench.config.values import parse_warmup
 from initbench.errors import ConfigError
 from tests.conftest import TINY, run_cli
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from initbench.config import DatasetConfig
+from initbench.config.schema import DatasetConfig
 from initbench.data import load_dataset
 from initbench.data.augment import Normalize, crop_flip, sample_crop_flip
 from initbench.data.loaders import ResidentLoader, TorchLoader

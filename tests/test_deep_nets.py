@@ -154,7 +154,7 @@ def test_plot_signal_draws_the_probe_ratios_against_depth(tmp_path: Path):
 
 @pytest.mark.parametrize("model", ["plain_cnn", "mlp"])
 def test_every_init_either_initialises_a_plain_net_or_refuses_it_clearly(model: str):
-    from initbench.config import validate
+    from initbench.config.checks import validate
     from initbench.errors import ConfigError
     from initbench.inits import INIT_SCHEMES
 

@@ -18,8 +18,8 @@ import torch
 from initbench.results.files import CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE
 from initbench.train.job_lock import LOCK_FILE
 from initbench.errors import ConfigError
-from initbench.train.distributed import World, device_setting
-from initbench.train.mixup import draw_epoch_mixing
+from initbench.distributed import World, device_setting
+from initbench.tasks.mixup import draw_epoch_mixing
 from tests.conftest import TINY, write_fake_imagenet
 from tests.ddp_worker import OVERRIDES as WORKER
 

@@ -21,10 +21,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import register_configs, run_id
+from initbench.config.schema import CONFIG_DIR
+from initbench.config.identity import run_id
+from initbench.config.schema import register_configs
 from initbench.data import load_dataset
 from initbench.data.loaders import data_generator
+from initbench.train.runner import build_trainer
 from initbench.train.trainer import RunState, Trainer
 
 SEEDS = (0, 1, 2)
@@ -45,7 +47,7 @@ def make_trainer(seeds: list[int], out: Path, extra: list[str] = ()) -> Trainer:
     cfg = compose_config(seeds if len(seeds) > 1 else seeds[0], list(extra))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     runs = [RunState(run_id(resolved, s), s, out / f"seed_{s}", data_generator(s, CPU)) for s in seeds]
-    return Trainer(cfg, runs, load_dataset(cfg.dataset), CPU, out / "checkpoint.pt")
+    return build_trainer(cfg, runs, load_dataset(cfg.dataset), CPU, out / "checkpoint.pt")
 
 
 def finished(trainer: Trainer, run: int) -> dict:

@@ -11,13 +11,15 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from initbench.config import DatasetConfig, parse_warmup, validate
+from initbench.config.checks import validate
+from initbench.config.schema import DatasetConfig
+from initbench.config.values import parse_warmup
 from initbench.data import load_dataset
 from initbench.data.augment import Normalize
 from initbench.data.loaders import FolderLoader
 from initbench.errors import ConfigError, DataError
-from initbench.train.distributed import World
-from initbench.train.optim import LRSchedule
+from initbench.distributed import World
+from initbench.optim import LRSchedule
 from tests.conftest import IMAGENET_CLASSES, decode_fake_imagenet, write_fake_imagenet
 from tests.run_fixtures import compose_config
 

@@ -1,5 +1,5 @@
 """ImageNet ResNet-50/101 (torchvision's layout) and Fixup's ImageNet variant, checked against torchvision and
-against Fixup's rule (fixup.md 2), computed here."""
+against Fixup's rule (hongyi-zhang/Fixup@f3fa449 imagenet/models/fixup_resnet_imagenet.py), computed here."""
 
 from __future__ import annotations
 

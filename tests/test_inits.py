@@ -12,12 +12,12 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import ModelConfig, register_configs
+from initbench.config.schema import CONFIG_DIR
+from initbench.config.schema import ModelConfig, register_configs
 from initbench.errors import ConfigError
 from initbench.inits import InitContext, apply_init, check_init
 from initbench.models import build_model
-from initbench.train.optim import build_optimizer
+from initbench.optim import build_optimizer
 from tests.conftest import TINY, run_cli
 
 

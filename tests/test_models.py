@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import ModelConfig
+from initbench.config.schema import CONFIG_DIR
+from initbench.config.schema import ModelConfig
 from initbench.errors import ConfigError
 from initbench.models import build_model
 

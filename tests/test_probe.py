@@ -8,30 +8,32 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import register_configs
+from initbench.config.schema import compose
 from initbench.data import load_dataset
-from initbench.data.augment import Normalize
-from initbench.measure.probe import PROBE_COLUMNS, probe_batch, probe_model
-from initbench.train.trainer import build_initialized_model
+from initbench.measure.signal import PROBE_COLUMNS, probe_model
+from initbench.tasks.probe import ProbeTask
 from tests.conftest import TINY, run_cli
+from tests.run_fixtures import initialized_model
 
 
 def composed(overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose(overrides)
 
 
 def probe(overrides: list[str], batch_size: int) -> dict[tuple[str, str], float]:
     """The probe's code path without the CLI: (layer, quantity) -> value."""
     cfg = composed(["+experiment=smoke", "dataset.train_size=64", *overrides])
     data = load_dataset(cfg.dataset)
-    model = build_initialized_model(cfg, 0, data).model
-    images, labels = probe_batch(data, 0, batch_size, Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu")))
+    model = initialized_model(cfg, 0, data).model
+    images, labels = probe_batch(cfg, data, batch_size)
     return {(r["layer"], r["quantity"]): r["value"] for r in probe_model(model, images, labels)}
+
+
+def probe_batch(cfg, data, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch the probe of seed 0 pushes through the model."""
+    return ProbeTask(OmegaConf.merge(cfg, {"probe": {"batch_size": size}}), data, torch.device("cpu")).batch(0)
 
 
 def rms(tensor: torch.Tensor) -> float:
@@ -68,7 +70,7 @@ def test_probe_cli_writes_probe_csv_in_its_own_dir_and_leaves_training_runs_alon
     assert kinds == {("conv", "act_rms"), ("conv", "grad_rms"), ("conv", "weight_grad_rms"), ("linear", "act_rms"),
                      ("linear", "grad_rms"), ("linear", "weight_grad_rms"), ("block", "act_rms"), ("block", "grad_rms")}
     assert len({r["layer"] for r in rows if r["kind"] == "block"}) == 9
-    # The zero classifier blocks every gradient behind it (fixup.md 6): only fc's weight gradient is non-zero.
+    # The zero classifier (Zhang et al. 2019) blocks every gradient behind it: only fc's weight gradient is non-zero.
     weight_grads = {r["layer"]: float(r["value"]) for r in rows if r["quantity"] == "weight_grad_rms"}
     assert weight_grads.pop("fc") > 0 and not any(weight_grads.values())
 
@@ -79,12 +81,12 @@ def test_probe_cli_writes_probe_csv_in_its_own_dir_and_leaves_training_runs_alon
 def test_probe_numbers_match_a_hand_computation():
     cfg = composed(["+experiment=smoke", "dataset.train_size=64", "norm=none", "init=kaiming"])
     data = load_dataset(cfg.dataset)
-    images, labels = probe_batch(data, 0, 8, Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu")))
-    rows = probe_model(build_initialized_model(cfg, 0, data).model, images, labels)
+    images, labels = probe_batch(cfg, data, 8)
+    rows = probe_model(initialized_model(cfg, 0, data).model, images, labels)
     values = {(r["layer"], r["quantity"]): r["value"] for r in rows}
     index = {r["layer"]: r["index"] for r in rows}
 
-    model = build_initialized_model(cfg, 0, data).model
+    model = initialized_model(cfg, 0, data).model
     stem = model.stem(images)
     features = model.features(images)
     logits = model.fc(features)

@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from initbench.config import Warmup
+from initbench.config.values import Warmup
 from initbench.data.augment import Normalize
 from initbench.data.loaders import ResidentLoader, TorchLoader, data_generator
 from initbench.errors import ConfigError
 from initbench.models import build_model
-from initbench.train.mixup import EpochMixing, draw_epoch_mixing
-from initbench.train.optim import LRSchedule, build_optimizer
-from initbench.train.replicas import Replicas
+from initbench.tasks.mixup import EpochMixing, draw_epoch_mixing
+from initbench.optim import LRSchedule, build_optimizer
+from initbench.models.replicas import Replicas
 
 CPU = torch.device("cpu")
 SIZE, HOLE = 32, 16

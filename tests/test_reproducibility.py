@@ -13,7 +13,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from initbench.config import Config, run_id, validate
+from initbench.config.checks import validate
+from initbench.config.identity import run_id
+from initbench.config.schema import Config
 from initbench.results.files import METRIC_COLUMNS
 from tests.conftest import TINY
 

@@ -4,6 +4,7 @@ results, and every paper sweep's jobs, composed and written as runs, against the
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -21,8 +22,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
-from initbench.cli import CONFIG_DIR
-from initbench.config import register_configs, validate
+from initbench.config.schema import CONFIG_DIR
+from initbench.config.checks import validate
+from initbench.config.identity import recipe_digest, run_id
+from initbench.config.schema import register_configs
+from initbench.config.values import parse_seeds
 from initbench.results.collect import collect_runs
 from initbench.results.files import CHECKPOINT_FILE, SUMMARY_FILE
 from initbench.results.table_spec import load_table, table_names
@@ -193,18 +197,43 @@ def test_every_sweep_has_its_table():
     assert {sweep for name in table_names() for sweep in load_table(name).sweeps} == set(SWEEPS)
 
 
+def frozen_identities() -> dict[tuple[str, tuple[str, ...]], list[dict]]:
+    """(sweep, job overrides) -> each launched job's seed, recipe digest, job folder and run ids, as they were before
+    the refactoring of the config (issue 25). A run id changes only with what the run computes; a job added to a
+    sweep later is simply not in the file, and a job whose runs compute something else on purpose gets its entry
+    rewritten."""
+    frozen: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+    for entry in json.loads((REPO / "tests" / "data" / "sweep_identities.json").read_text()):
+        frozen.setdefault((entry["sweep"], tuple(entry["overrides"])), []).append(entry)
+    return frozen
+
+
+def test_the_frozen_identities_cover_every_sweep():
+    assert {sweep for sweep, _ in frozen_identities()} == set(SWEEPS)
+
+
 @pytest.mark.parametrize("name", table_names())
 def test_every_sweep_job_lands_in_exactly_one_cell_of_its_table(name, tmp_path: Path):
     """Each job of the table's sweeps, composed here (not by the table code) and written as a finished run the way
-    the runner writes one, fills exactly one cell, and every cell that is run gets exactly one job's run."""
-    spec, composed = load_table(name), {}
+    the runner writes one, fills exactly one cell, and every cell that is run gets exactly one job's run. Every job
+    keeps the run ids and recipe digest it had (`frozen_identities`)."""
+    spec, composed, frozen = load_table(name), {}, frozen_identities()
     jobs = [(sweep, job) for sweep in spec.sweeps for job in sweep_jobs(sweep)]
+    checked = 0
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for index, (sweep, job) in enumerate(jobs):
             cfg = compose_job(job, sweep, composed)
             validate(cfg)
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            for launched in frozen.get((sweep, tuple(job)), []):
+                seeds = parse_seeds(launched["seed"])
+                assert (recipe_digest(resolved), run_id(resolved, seeds.setting),
+                        [run_id(resolved, seed) for seed in seeds]) == \
+                    (launched["recipe_digest"], launched["job"], launched["runs"]), f"{sweep}: {job} changed identity"
+                checked += 1
             write_finished_run(tmp_path / f"job{index}", cfg, 0, [50.0])
+    assert checked == sum(len(v) for (sweep, _), v in frozen.items() if sweep in spec.sweeps), "a frozen job is gone"
     filled = runs_of_table(spec, collect_runs(tmp_path))
     assert filled["run_id"].is_unique and len(filled) == len(jobs), "a job's run fills no cell, or two"
     cells_run = [(cell.column, cell.row) for cell in spec.cells for _ in cell.jobs]

@@ -239,7 +239,7 @@ def test_missing_tracker_package_stops_before_training_and_names_the_install(wor
 
 
 def test_logger_choice_is_not_part_of_a_run_identity():
-    from initbench.config import recipe_digest, run_id
+    from initbench.config.identity import recipe_digest, run_id
     from tests.run_fixtures import compose_config
 
     plain = compose_config(["+experiment=smoke"])

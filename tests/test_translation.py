@@ -1,5 +1,5 @@
-"""The Transformer, its inits, the translation loss, decoding, BLEU and training, against translation.md 2-6 and
-fixup.md 1.4: each property computed by the test."""
+"""The Transformer, its inits, the translation loss, decoding, BLEU and training, against docs/iwslt14.md and
+hongyi-zhang/Fixup@f3fa449 fairseq/fairseq/models/transformer_zero.py: each property computed by the test."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from initbench.config import Warmup
+from initbench.config.values import Warmup
 from initbench.data.translation import EOS, PAD, TokenSampler, load_synthetic_translation
 from initbench.errors import UserError
 from initbench.inits import apply_init
 from initbench.inits.registry import InitContext
 from initbench.models.transformer import Sublayer, Transformer
-from initbench.train.optim import LRSchedule
-from initbench.train.translation import (
-    beam_search, bleu_scores, greedy_decode, label_smoothed_loss, translation_init_context,
-)
+from initbench.optim import LRSchedule
+from initbench.tasks.decoding import beam_search, bleu_scores, greedy_decode
+from initbench.tasks.translation import label_smoothed_loss, translation_init_context
 from tests.conftest import run_cli
 from tests.run_fixtures import compose_config
 
@@ -84,8 +83,8 @@ def test_layernorm_sits_after_or_before_the_residual_add(layout):
 
 
 def test_reference_sizes_and_parameter_counts():
-    """translation.md 2 and 4: 39,469,056 (shared decoder input/output), 42,864,640 (unshared), Fixup 42,778,711
-    with the dictionaries of 8,848 (de) and 6,632 (en) types."""
+    """Our counts from the layer shapes (docs/iwslt14.md): 39,469,056 (shared decoder input/output), 42,864,640
+    (unshared), Fixup 42,778,711 with the dictionaries of 8,848 (de) and 6,632 (en) types."""
     cfg = OmegaConf.to_container(compose_config(["model=transformer_postln"]).model)
     vocab = (8848, 6632)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -93,7 +92,7 @@ def test_reference_sizes_and_parameter_counts():
     assert count(Transformer(OmegaConf.create({**cfg, "share_embeddings": "none"}), "layernorm", vocab)) == 42_864_640
     fixup = Transformer(OmegaConf.create({**cfg, "share_embeddings": "none", "branch_scalars": "fixup"}), "none", vocab)
     assert count(fixup) == 42_778_711
-    model = Transformer(OmegaConf.create(cfg), "layernorm", vocab)  # the current era's init (translation.md 6.6)
+    model = Transformer(OmegaConf.create(cfg), "layernorm", vocab)  # the current era's init (docs/iwslt14.md)
     embedding = model.encoder_embed.weight
     assert embedding[PAD].abs().sum() == 0 and abs(embedding[2:].std().item() - 512 ** -0.5) < 5e-4
     attention = model.encoder_layers[0].self_attn.branch.attention
@@ -134,7 +133,8 @@ def test_fixup_matches_the_transformer_zero_rule():
     scalars = {n: p.item() for n, p in model.named_parameters() if p.dim() == 0}
     assert len(scalars) == 2 * branches + 2 * (2 + 2) + 3  # shift+gain per branch, 2 FFN shifts each, outputs
     assert all(v == (1.0 if "gain" in n else 0.0) for n, v in scalars.items())
-    # Fixup's CIFAR "bias|scale at lr/10" rule (init/fixup.yaml) matches no parameter: one LR for all (fixup.md 1.4).
+    # Fixup's CIFAR "bias|scale at lr/10" rule (init/fixup.yaml) matches no parameter: one LR for all, as in
+    # hongyi-zhang/Fixup@f3fa449 fairseq/run.sh.
     assert not [n for n, _ in model.named_parameters() if re.search("bias|scale", n)]
     source, target = tokens(4, 9, 24), tokens(4, 6, 16)
     prev = torch.cat([torch.full((4, 1), EOS), target[:, :-1]], 1)
@@ -173,7 +173,7 @@ def test_beam_search_with_beam_1_is_greedy_decoding():
 
 
 def reference_bleu(hypotheses: list[str], references: list[str]) -> float:
-    """Corpus BLEU-4 on whitespace tokens, no smoothing, BP = min(1, exp(1 - r/c)) (translation.md 3)."""
+    """Corpus BLEU-4 on whitespace tokens, no smoothing, BP = min(1, exp(1 - r/c)) (docs/iwslt14.md)."""
     matches, totals, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
     for hyp, ref in zip(hypotheses, references):
         h, r = hyp.split(), ref.split()
@@ -202,8 +202,8 @@ def test_bleu_goes_through_sacrebleu():
 
 
 def test_schedules():
-    """translation.md 6.8: inverse_sqrt 5e-4 at n = 4000 and 2.5e-4 at 16,000; linear 5e-4 at n <= 1, ~1e-9 at T;
-    T-Fixup's no-warmup form 5e-4/sqrt(2) at n = 4000."""
+    """The schedules of docs/iwslt14.md: inverse_sqrt 5e-4 at n = 4000 and 2.5e-4 at 16,000; linear 5e-4 at
+    n <= 1, ~1e-9 at T; T-Fixup's no-warmup form 5e-4/sqrt(2) at n = 4000."""
     lr = 5e-4
     inverse = LRSchedule(OmegaConf.create({"name": "inverse_sqrt", "milestones": [], "gamma": 0.1, "interval": "step",
                                            "min_lr": 0.0, "reference_steps": 4000}), Warmup(steps=4000), 1000, 100, lr)
@@ -221,7 +221,7 @@ def test_schedules():
 
 
 def test_gradinit_scales_the_transformer_with_its_fairseq_rules():
-    cfg = compose_config(["+experiment=smoke_translation", "init=gradinit", "init.iterations=8",
+    cfg = compose_config(["+experiment=smoke_translation", "init=gradinit_fairseq", "init.iterations=8",
                           "init.batch_size=200", "dataset.train_size=200"])
     assert cfg.init.algorithm == "adam" and cfg.init.base == "default" and cfg.init.gamma == 1000  # fairseq values
     data = load_synthetic_translation(cfg.dataset)
@@ -258,6 +258,7 @@ def test_sampler_batches_stay_within_their_token_budget():
 
 def test_a_checkpoint_of_another_vocabulary_is_refused(tmp_path: Path):
     from initbench.data.loaders import data_generator
+    from initbench.train.runner import build_trainer
     from initbench.train.trainer import RunState, Trainer
 
     cfg = compose_config(["+experiment=smoke_translation", "dataset.train_size=100", "dataset.test_size=10",
@@ -267,7 +268,7 @@ def test_a_checkpoint_of_another_vocabulary_is_refused(tmp_path: Path):
     def trainer(vocab: int) -> Trainer:
         data = load_synthetic_translation(OmegaConf.merge(cfg.dataset, {"vocab_size": vocab}))
         run = RunState("r", 0, tmp_path, data_generator(0, torch.device("cpu")))
-        return Trainer(cfg, [run], data, torch.device("cpu"), checkpoint)
+        return build_trainer(cfg, [run], data, torch.device("cpu"), checkpoint)
 
     trainer(32)._save_checkpoint()
     with pytest.raises(UserError, match="does not fit this model.*decoder_embed.*vocabulary.*force=true"):
@@ -303,6 +304,7 @@ def test_no_warmup_at_a_high_lr_ends_as_a_diverged_row(tmp_path: Path):
 
 def test_an_interrupted_translation_run_resumes_to_the_same_rows(tmp_path: Path):
     from initbench.data.loaders import data_generator
+    from initbench.train.runner import build_trainer
     from initbench.train.trainer import RunState, Trainer
 
     cfg = compose_config(["+experiment=smoke_translation", "dataset.train_size=120", "dataset.test_size=6",
@@ -311,7 +313,7 @@ def test_an_interrupted_translation_run_resumes_to_the_same_rows(tmp_path: Path)
 
     def trainer(folder: Path) -> tuple[Trainer, RunState]:
         run = RunState("r", 0, folder, data_generator(0, torch.device("cpu")))
-        return Trainer(cfg, [run], data, torch.device("cpu"), folder / "checkpoint.pt"), run
+        return build_trainer(cfg, [run], data, torch.device("cpu"), folder / "checkpoint.pt"), run
 
     straight, whole = trainer(tmp_path / "a")
     straight.fit()

@@ -1,4 +1,4 @@
-"""IWSLT'14 preparation and the translation loader and batches, against translation.md 1 and 6.1-6.3: the real
+"""IWSLT'14 preparation and the translation loader and batches, against docs/iwslt14.md: the real
 scripts/prepare_iwslt14.py on a tiny release in the raw files' own formats, the real loader on its output."""
 
 from __future__ import annotations

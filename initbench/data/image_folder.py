@@ -42,7 +42,7 @@ def _find_source(root: Path) -> Path:
     raise DataError(
         f"No CIFAR-10 JPEG data at {root}: expected a folder with train/<class>/*.jpg and "
         f"test/<class>/*.jpg, a {FOLDER_NAME}/ folder, or the archive {ARCHIVE_NAME}. "
-        "Set dataset.root to one of those (e.g. dataset.root=../shared/data)."
+        "Set dataset.root to one of those (e.g. dataset.root=/data/cifar10-jpeg)."
     )
 
 

@@ -13,32 +13,19 @@ tensors; normalisation runs on the training device, so a batch crosses PCIe at a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from initbench.data.types import subset_indices
+from initbench.data.types import FolderData, subset_indices
 from initbench.errors import DataError
 
 SPLITS = ("train", "val")
-
-
-@dataclass(frozen=True)
-class FolderData:
-    """A streamed image dataset: each split an indexed Dataset of (uint8 [C, H, W] image, label)."""
-
-    name: str
-    train: Dataset
-    test: Dataset
-    train_labels: torch.Tensor  # int64 [N]: the labels without decoding an image
-    num_classes: int
-    image_shape: tuple[int, int, int]
 
 
 def _load_image(path: str) -> Image.Image:

@@ -17,9 +17,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from initbench.data.augment import Cutout, Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
-from initbench.data.imagenet import FolderData
+from initbench.data.types import FolderData
 from initbench.errors import DataError
-from initbench.train.distributed import SINGLE, World
+from initbench.distributed import SINGLE, World
+
+LOADERS = ("resident", "torch")  # the data.loader setting: ResidentLoader, or the reference TorchLoader
 
 
 def data_generator(seed: int, device: torch.device) -> torch.Generator:

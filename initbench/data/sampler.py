@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
-from initbench.data.imagenet import FolderData
+from initbench.data.types import FolderData
 from initbench.data.types import ImageData
 
 # Learned inits draw from 30_000 + seed: away from the run's data order (seed) and the other samplers' streams,

@@ -1,6 +1,7 @@
 """Translation data: dictionaries, sentence pairs as token ids, and token-budget batches.
 
-Follows the fairseq protocol of translation.md (sections 1 and 3):
+Follows fairseq's protocol (docs/iwslt14.md; facebookresearch/fairseq@3d262bb fairseq/data/dictionary.py,
+fairseq/data/data_utils.py batch_by_size, fairseq/data/language_pair_dataset.py):
 - a `Vocabulary` per language as fairseq-preprocess builds it: <s>=0, <pad>=1, </s>=2, <unk>=3, then the training
   text's types by descending count (ties alphabetical, as fairseq's finalize), threshold 0, the size padded to a
   multiple of 8 with filler types. `dataset.joined_dictionary=true` builds one dictionary from both sides (ours:
@@ -64,7 +65,7 @@ class Vocabulary:
 
 
 def remove_bpe(line: str) -> str:
-    """fairseq's --remove-bpe for the "@@ " separator (translation.md 1, 6.2)."""
+    """fairseq's --remove-bpe for the "@@ " separator (facebookresearch/fairseq@3d262bb fairseq/data/data_utils.py)."""
     return (line + " ").replace("@@ ", "").rstrip()
 
 

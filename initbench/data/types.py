@@ -1,10 +1,12 @@
-"""The in-memory form the image datasets are loaded into (ImageNet streams instead: data/imagenet.py)."""
+"""The forms image datasets are loaded into: in memory (`ImageData`), or streamed from disk (`FolderData`, ImageNet:
+data/imagenet.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 import torch
+from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,18 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train_images.shape[1:])
+
+
+@dataclass(frozen=True)
+class FolderData:
+    """A streamed image dataset: each split an indexed Dataset of (uint8 [C, H, W] image, label)."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    train_labels: torch.Tensor  # int64 [N]: the labels without decoding an image
+    num_classes: int
+    image_shape: tuple[int, int, int]
 
 
 def subset_indices(count: int, size: int) -> torch.Tensor:

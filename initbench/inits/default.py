@@ -1,6 +1,7 @@
 """`init=default`: keep the model's own init. For the image nets that is PyTorch's layer init (Kaiming-uniform with
-a = sqrt(5), i.e. U(+-1/sqrt(fan_in))); for the Transformer it is fairseq's (translation.md 2), in the era
-`init.era` names: `current` (fairseq since 2020, GradInit's fork) or `2018` (fairseq 5d00e8ee, Fixup's baseline).
+a = sqrt(5), i.e. U(+-1/sqrt(fan_in))); for the Transformer it is fairseq's (docs/iwslt14.md), in the era
+`init.era` names: `current` (fairseq since 2020, GradInit's fork) or `2018` (facebookresearch/fairseq@5d00e8e,
+Fixup's baseline).
 """
 
 from __future__ import annotations

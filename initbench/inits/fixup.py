@@ -2,7 +2,7 @@
 
 Fixup is an init and an architecture change together, so configs/init/fixup.yaml also sets `norm: none`,
 `model.branch_scalars: fixup` (the scalar biases before/after each branch conv, the branch multiplier, the
-stem and head biases: models/resnet_cifar.py) and the official optimizer treatment
+stem and head biases: initbench/models/residual.py and resnet_cifar.py) and the official optimizer treatment
 `optim.lr_multipliers: {"bias|scale": 0.1}` (parameters whose name contains "bias" or "scale" at lr/10,
 same weight decay and momentum). With L residual branches of m weight layers each:
 - every branch layer but the last: He normal in fan_out mode (std sqrt(2 / (c_out k k))) times L^(-1/(2m-2))
@@ -13,8 +13,9 @@ same weight decay and momentum). With L residual branches of m weight layers eac
 - the stem conv keeps PyTorch's default init (the official code does not touch it);
 - scalar biases 0, multipliers 1.
 
-On the Transformer (`model.arch=transformer`, norm=none, model.branch_scalars=fixup: transformer_zero, translation.md
-4, fixup.md 1.4), with L = 2 x encoder layers + 3 x decoder layers residual branches:
+On the Transformer (`model.arch=transformer`, norm=none, model.branch_scalars=fixup: transformer_zero,
+hongyi-zhang/Fixup@f3fa449 fairseq/fairseq/models/transformer_zero.py), with L = 2 x encoder layers + 3 x decoder
+layers residual branches:
 - fc1 = Xavier-uniform x L^(-1/2), fc2 = 0;
 - q/k/v = Xavier-uniform over the stacked 3d x d in_proj shape x L^(-1/6), out_proj = 0; the decoder's
   encoder-attention uses `init.encoder_attention_branches` (12, the official code's default it never overrides)

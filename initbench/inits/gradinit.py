@@ -1,5 +1,5 @@
-"""`init=gradinit`: GradInit (Zhu et al. 2021), as its official code runs it (zhuchen03/gradinit
-gradinit_utils.py, read for this module; gradinit_metainit.md 1-2).
+"""`init=gradinit`: GradInit (Zhu et al. 2021), as its official code runs it (zhuchen03/gradinit@777c407
+gradinit_utils.py, read for this module).
 
 From a base init (`init.base`, default Kaiming-normal fan_out with the model's own classifier init: exactly the
 init of the code's VGG and ResNet models), every parameter tensor gets one scale α (learned.py). Each
@@ -15,16 +15,17 @@ The scales move by RescaleAdam (learned.py), α ≥ `min_scale` for weights and 
 statistics without touching its running statistics; dropout is off. A non-finite loss or gradient norm stops
 GradInit: the run is recorded as diverged at step 0, with the reason.
 
-`configs/init/gradinit.yaml` holds the CIFAR launch scripts' values (launch/run_gradinit.sh): η 0.1, γ 1,
-normalised SGD, 390 iterations, 2 x 64 images, α_min 0.01, grad clip 1, and τ (`init.lr`) per model and norm
-(`lr_by_setting`: VGG-19 1e-2 / with BN 1e-1, ResNet-110 5e-2 / with BN 1e-3); other models get the CLI default
-1e-3. On the Transformer the same file resolves to the fairseq IWSLT'14 script's values (Adam's sign step,
-η 1e-3, L1 bound γ 1000, τ 2.5e-3 with betas (0.9, 0.98), 780 iterations, clip 1e8, base = the reference init;
-gradinit_metainit.md 1, translation.md 5), and the fairseq version's differences apply: LayerNorm weights are
-bounded above by `init.ln_max_scale` (100), the scales' Adam keeps separate second moments for constraint and
-objective steps, batches are token batches (`init.batch_size` = 4000 tokens for S1 and S2 each: two draws of
-2000, the thirds of the script's 6000-token batch, S1 and S2 sharing one) and the loss is the run's label-smoothed
-cross-entropy per target token (initbench/train/translation.py).
+`configs/init/gradinit.yaml` holds the CIFAR launch scripts' values (zhuchen03/gradinit@777c407
+launch/run_gradinit.sh): η 0.1, γ 1, normalised SGD, 390 iterations, 2 x 64 images, α_min 0.01, grad clip 1, and τ
+(`init.lr`) per model and norm (`lr_by_setting`: VGG-19 1e-2 / with BN 1e-1, ResNet-110 5e-2 / with BN 1e-3); other
+models get the CLI default 1e-3. On the Transformer the same file resolves to the fairseq IWSLT'14 script's values
+(Adam's sign step, η 1e-3, L1 bound γ 1000, τ 2.5e-3 with betas (0.9, 0.98), 780 iterations, clip 1e8, base = the
+reference init; zhuchen03/gradinit@777c407 fairseq/gradinit/launch/run_iwslt_14_gradinit_no_clipping.sh and
+fairseq/fairseq/dataclass/configs.py), and the fairseq version's differences apply: LayerNorm weights are bounded
+above by `init.ln_max_scale` (100), the scales' Adam keeps separate second moments for constraint and objective
+steps, batches are token batches (`init.batch_size` = 4000 tokens for S1 and S2 each: two draws of 2000, the thirds
+of the script's 6000-token batch, S1 and S2 sharing one) and the loss is the run's label-smoothed cross-entropy per
+target token (initbench/tasks/translation.py).
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """`init=idinit`: IDInit (Pan et al., ICLR 2025, "IDInit: A Universal and Stable Initialization Method for
-Neural Network Training"). No official code exists and the paper body was not readable, so every rule below that
-the sources leave open is a switch of configs/init/idinit.yaml; ../shared/papers/idinit.md (section numbers: §)
-has the sources: [FIG3] the Fig. 3 caption, [AIREV] AI-written reviews quoting the paper, [OR24]/[OR25] human
-reviews, [3P] one third-party re-implementation (not the authors'). configs/idinit_reading/ holds one file per
-reading and the `idinit_readings` sweep and table compare them.
+Neural Network Training"). No official code exists and we have not checked the paper's method sections, so every
+rule below that the sources leave open is a switch of configs/init/idinit.yaml. The source tags (docs/sources.md,
+"IDInit"): [FIG3] the paper's Fig. 3 caption, [AIREV] machine-written reviews quoting the paper (unconfirmed),
+[OR24]/[OR25] the ICLR 2024/2025 reviews on OpenReview, [3P] one third-party re-implementation (not the authors').
+configs/idinit_reading/ holds one file per reading and the `idinit_readings` sweep and table compare them.
 
 - IDI_tau, every weight layer except the last of a residual branch: W[m, j] = tau if m = j (mod D_in), else 0,
-  for W of shape [D_out, D_in] (the rule as [AIREV] quotes it, §3). Square: tau * I. More outputs than inputs: the
-  identity repeated down the rows. Fewer: the truncated identity [I | 0].
-  `init.tau`: 1 ("usually 1", [FIG3]) | 0.5 (tau_ReLU = 1/2 per a single [AIREV], §3; it halves the signal at
+  for W of shape [D_out, D_in] (the paper's Eq. 3 as [AIREV] quotes it). Square: tau * I. More outputs than
+  inputs: the identity repeated down the rows. Fewer: the truncated identity [I | 0].
+  `init.tau`: 1 ("usually 1", [FIG3]) | 0.5 (tau_ReLU = 1/2 per a single [AIREV]; it halves the signal at
   every identity-like layer). Must be > 0: 0 makes the layers singular.
-- IDIC_tau, convs (`init.conv`), §4:
+- IDIC_tau, convs (`init.conv`):
   `patch_cin_fastest` (patch-maintain, the reshape [k x k x c_in] -> [c_out, k*k*c_in] of [AIREV] read row-major,
   c_in fastest): output channel m reads input channel m mod c_in at kernel position floor(m / c_in); a square
   conv is a one-pixel shift that keeps every channel, the 3 -> 16 stem keeps all three colours.
@@ -20,17 +20,17 @@ reading and the `idinit_readings` sweep and table compare them.
   [c_out, c_in] at the kernel centre; square convs are exactly the identity. Table 4's rows without IDIC.
 - IDIZ_eps, the last weight layer of every residual branch (`init.epsilon`, 1e-6 per [FIG3]; 0 gives the exact
   zero of Fixup, Table 4's rows without IDIZC): a subtraction construction with branch output of mean 0 and size
-  eps ([AIREV], §5). `init.idiz`: `shift` (W = eps (P0 - P1), P1 the IDI pattern moved one column on: the
+  eps ([AIREV]). `init.idiz`: `shift` (W = eps (P0 - P1), P1 the IDI pattern moved one column on: the
   output is eps (x_a - x_b); [3P] does this when D_out >= D_in) | `pad` ([3P] for D_out < D_in: -eps on every
   extra input column j = m (mod D_out)). Convs go through the same reshape (IDIZC).
-- Classifier (`init.classifier`, no source says, §0.3): `identity` (IDI_tau, the "fully identical" principle;
+- Classifier (`init.classifier`, no source says): `identity` (IDI_tau, the "fully identical" principle;
   Theorem 3.1 assumes IDI_1 at the first and last layers [AIREV]): the logits are the first `classes` pooled
   features | `zero` (as Fixup and ZerO) | `default` (the model's own init).
 - The loose condition (`init.noise`, default 0; `init.noise_on`): N(0, noise^2) jitter against the replica
   problem, on the identity entries ([AIREV], "small (1e-6) perturbations to the diagonals" [OR24 R3]) or on all
   entries ([3P]). Whether the reported runs used it: unconfirmed [OR25 R4].
-- Option-A shortcuts (zero-filled channels at a width change, named by the paper as a dead-neuron source, §6):
-  not an init switch but the model's: model.shortcut=B gives identity-like 1x1 projections instead.
+- Option-A shortcuts (zero-filled channels at a width change, named by the paper as a dead-neuron source,
+  [OR24 R1]): not an init switch but the model's: model.shortcut=B gives identity-like 1x1 projections instead.
 - Biases 0 ([3P]; the natural reading); BN at PyTorch's default (gamma 1, beta 0): with norm=batchnorm the
   branch's last BN rescales the eps-size output to unit variance, so blocks are not near-identity at init.
 Not defined here: weight normalisation and the scalars of other schemes (model.branch_scalars != none).

@@ -2,7 +2,7 @@
 
 On weight-normalised layers it sets the effective weight (v = W, g = ||row of W||). `init.classifier=model` keeps
 the model's own init of the final linear layer instead (its bias is still zeroed): with `init.mode=fan_out` this is
-exactly the init of GradInit's CIFAR models (zhuchen03/gradinit models/gradinit_vgg.py: classifier N(0, 0.01);
+exactly the init of GradInit's CIFAR models (zhuchen03/gradinit@777c407 models/vgg.py: classifier N(0, 0.01);
 models/resnet_cifar.py: PyTorch's default Linear init, bias 0), the "Kaiming" baseline of its tables.
 """
 

@@ -46,7 +46,12 @@ def check_base(name: str, spec: str, model_cfg: Any, norm: str) -> None:
                           f"must be a fixed scheme ({fixed}), not a learned one.")
     if base.name not in INIT_SCHEMES:
         raise ConfigError(f"init.base={spec!r}: {base.name!r} is not an init scheme. Fixed schemes: {fixed}.")
-    check_init(base, model_cfg, norm)
+    try:
+        check_init(base, model_cfg, norm)
+    except ConfigError as err:
+        raise ConfigError(f"init={name} starts from init.base={spec!r}, which does not fit this model: {err} Set "
+                          "init.base to a scheme that does; on the Transformer, init=gradinit_fairseq is GradInit with "
+                          "its fairseq script's values (the reference init as its base).") from None
 
 
 def check_common(name: str, model_cfg: Any, norm: str, iterations: int, batch_size: int, min_scale: float) -> None:
@@ -137,8 +142,8 @@ class TensorScales:
 
 
 class RescaleAdam:
-    """Adam on the scales as GradInit's CIFAR code runs it (gradinit_optimizers.py; gradinit_metainit.md 1): the
-    derivative clipped to [-grad_clip, grad_clip], separate first moments and step counts for constraint steps
+    """Adam on the scales as GradInit's CIFAR code runs it (zhuchen03/gradinit@777c407 gradinit_optimizers.py):
+    the derivative clipped to [-grad_clip, grad_clip], separate first moments and step counts for constraint steps
     and objective steps, one second moment with its bias correction on the total step count, then α ≥ min_scale.
     `separate_second`: the fairseq version's separate second moments too, each corrected on its own step count."""
 

@@ -1,5 +1,6 @@
 """`init=metainit`: MetaInit (Dauphin & Schoenholz 2019): rescale the norms of the initial tensors so that the
-gradient quotient falls (gradinit_metainit.md 3).
+gradient quotient falls (the paper's abstract; the formula below is that of its Fig. 2 code as public re-typings
+give it, and of zhuchen03/gradinit@777c407 gradinit_utils.py gradient_quotient).
 
     GQ(θ) = (1/N) Σ_i | (g_i − (Hg)_i) / (g_i + ε·s_i) − 1 |,   g = ∇L(θ), Hg = ∇(½||g||²), s_i = sign(g_i) (a
     constant, +1 at 0), ε = 1e-5, N = number of scalar parameters:
@@ -7,7 +8,7 @@ gradient quotient falls (gradinit_metainit.md 3).
 how much one unit gradient step would change the gradient, relative to the gradient. Its derivative with respect
 to each tensor's scale goes through Hg, so each step differentiates a Hessian-vector product (third order).
 
-The paper and the GradInit repository's baseline (zhuchen03/gradinit gradinit_utils.py, read for this module)
+The paper and the GradInit repository's baseline (zhuchen03/gradinit@777c407 gradinit_utils.py, read for this module)
 differ in three ways; each is a switch, the paper's way the default:
 - `optimizer`: `signed_momentum` (paper, Fig. 2: per tuned tensor, the sign of ∂GQ/∂||W||, heavy-ball momentum
   0.9, LR 0.1 on the norm) or `rescale_adam` (repo: GradInit's Adam on one scale per tensor, α ≥ min_scale);

@@ -1,5 +1,6 @@
 """`init=wn_hanin`: "stage-wise Hanin", the fourth init of Arpit et al. (2019)'s depth and robustness figures
-(weightnorm_init.md 2, 4; official code victorcampos7/weightnorm-init nets.py with --init_extra_param hanin).
+(their poster, and the official code victorcampos7/weightnorm-init@d57a84e src/models/nets.py with
+--init_extra_param hanin).
 
 Arpit et al.'s proposed WN init (`init=wn_arpit`: orthogonal directions, zero biases, g = sqrt(gamma * fan_in /
 fan_out)) except that the second conv of block b (1-based within its stage) gets gamma = (0.9^b)^2 = 0.81^b

@@ -2,7 +2,7 @@
 
 On the Transformer (ours): every nn.Linear (q/k/v/out projections, FFN, an unshared output matrix) per its own
 d_out x d_in shape; the token embeddings (and with them a tied output projection) and LayerNorms keep the model's
-own init (translation.md 2).
+own init (docs/iwslt14.md).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """The training loss's Hessian: its top eigenvalue λ1 ("sharpness"), the quantity the curvature study (Gilmer et
-al. 2022) compares with 2/η and Arpit et al. (2019) report at init (curvature.md; weightnorm_init.md 6.2).
+al. 2022) compares with 2/η and Arpit et al. (2019) report at init (their poster's table,
+victorcampos7/weightnorm-init@d57a84e weight_init_poster.pdf).
 
 Hessian-vector products go through torch.func on a fixed set of measurement batches (the loss is their mean):
-forward-over-reverse, jvp of the gradient, as Gilmer's JAX code does (google/spectral-density
-hessian_computation.py), or reverse-over-reverse (double backward, PyHessian's way) where an op lacks forward AD;
+forward-over-reverse, jvp of the gradient, as Gilmer's JAX code does (google/spectral-density@8330354
+jax/hessian_computation.py), or reverse-over-reverse (double backward, PyHessian's way) where an op lacks forward AD;
 `ad=auto` tries the first and falls back to the second. From the products:
 - `lanczos` (default): k steps build a k x k tridiagonal matrix with full re-orthogonalisation of the Krylov basis;
   λ1 is its largest Ritz value (in float64). Ritz values never exceed the true λ1, and 20 steps reach it to ~1e-5
-  on well-spread spectra (curvature.md 6);
+  on well-spread spectra (our check: tests/test_hessian.py);
 - `power`: power iteration, the Rayleigh quotient as the estimate; with `arpit_quirks` as Arpit et al.'s code does
   it (src/util/hessian.py): the vector rescaled by its largest-magnitude entry, that signed entry as the estimate
   (the eigenvalue of largest magnitude), and every product averaged with a 1/(batches + 1) factor;
@@ -33,6 +34,9 @@ from torch.func import functional_call, grad, jvp
 
 from initbench.errors import ConfigError
 from initbench.models.modes import batch_statistics, eval_mode
+
+# The choices of measure.hessian.method, .bn_mode and .ad (see the module docstring).
+METHODS, BN_MODES, AD_MODES = ("lanczos", "power"), ("train", "eval"), ("auto", "forward", "reverse")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Vector = torch.Tensor  # every parameter tensor flattened into one vector

@@ -1,4 +1,5 @@
-"""Model registry: `arch` name -> (builder, config check, checkpointable chain). A new family registers here."""
+"""Model registry: `model.arch` -> its builder, config check, checkpointable chain, the model keys only it reads
+and the task it serves. A new family is one module, registered here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from initbench.models import plain, resnet_cifar, resnet_imagenet, transformer, 
 from initbench.models.checkpointing import AUTO, segments_for
 
 CIFAR_SHAPE = (3, 32, 32)
+# The `norm` setting: what the layers (layers.py) put after a conv or linear layer; layernorm is the Transformer's.
+NORMS = ("batchnorm", "none", "weightnorm", "layernorm")
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,10 @@ class Arch:
     check: Callable[[DictConfig, str], None]
     # (weight layers, units of the checkpointable chain) of a config; None for a family too shallow to need it
     chain: Callable[[DictConfig], tuple[int, int]] | None = None
+    # The model.* keys only this family reads (every family's identity carries the common ones, config/schema.py);
+    # the other families' runs leave them out of their identity.
+    keys: tuple[str, ...] = ()
+    task: str = "classification"  # the task it is built for (initbench/tasks)
 
 
 def _resnet_chain(cfg: DictConfig) -> tuple[int, int]:
@@ -41,10 +48,12 @@ ARCHS: dict[str, Arch] = {
     "wrn": Arch(resnet_cifar.CifarResNet, resnet_cifar.check, _resnet_chain),
     "resnet_imagenet": Arch(resnet_imagenet.ImageNetResNet, resnet_imagenet.check, _imagenet_resnet_chain),
     "vgg": Arch(vgg.CifarVGG, vgg.check),
-    "plain_cnn": Arch(plain.PlainCNN, plain.check_cnn, _plain_chain),
-    "mlp": Arch(plain.MLP, plain.check_mlp, _plain_chain),
+    "plain_cnn": Arch(plain.PlainCNN, plain.check_cnn, _plain_chain, keys=("activation", "downsample_at")),
+    "mlp": Arch(plain.MLP, plain.check_mlp, _plain_chain, keys=("activation",)),
     # Encoder-decoder for translation: built with (source, target) vocabulary sizes instead of a class count.
-    "transformer": Arch(transformer.build, transformer.check),
+    "transformer": Arch(transformer.build, transformer.check, task="translation",
+                        keys=("decoder_depth", "embed_dim", "ffn_dim", "heads", "dropout", "attention_dropout",
+                              "relu_dropout", "share_embeddings", "max_positions")),
 }
 
 
@@ -76,4 +85,4 @@ def build_model(cfg: DictConfig, norm: str, num_classes: int,
     return ARCHS[cfg.arch].build(cfg, norm, num_classes, tuple(input_shape), checkpoint_segments(cfg))
 
 
-__all__ = ["ARCHS", "build_model", "check_model", "checkpoint_segments"]
+__all__ = ["ARCHS", "NORMS", "Arch", "build_model", "check_model", "checkpoint_segments"]

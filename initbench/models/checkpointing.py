@@ -11,7 +11,7 @@ forward). The gradients are the same as without it (tests/test_deep_nets.py chec
   classic sqrt(L) memory/compute trade-off); below that the activations of our CIFAR nets at batch 128 fit a
   GPU, and recomputation would only cost time.
 Fused seeds (seed=[...]) cannot be checkpointed: they run as one vmapped model, and torch's checkpoint does not
-work under vmap (validated in config.py).
+work under vmap (refused by initbench/config/checks.py).
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ UNCONFIRMED (that reading uses 256 channels up to 256 layers and 128 beyond); co
 keeps one width, 128, for every depth so that depth is the only variable of a depth sweep.
 
 `model=mlp` (arch `mlp`): the image flattened, `model.depth` hidden linear layers of `model.width` units with
-the activation, a linear classifier; Arpit et al.'s feed-forward experiments (weightnorm_init.md 3: hidden
-layers weight-normalised with norm=weightnorm, the classifier a plain nn.Linear, hidden size 128 by default).
+the activation, a linear classifier; Arpit et al.'s feed-forward experiments (victorcampos7/weightnorm-init@d57a84e
+src/models/nets.py: hidden layers weight-normalised with norm=weightnorm, the classifier a plain nn.Linear, hidden
+size 128 by default).
 
 Every conv/linear has a bias unless a BN follows. Layers are built with PyTorch's default init; the init
 schemes overwrite them. The classifier is never weight-normalised (as Arpit et al.'s code).

@@ -5,11 +5,11 @@ ReLU, 3x3 stride-2 max-pool; four stages of post-activation bottleneck blocks (1
 1x1 with 4x expansion; 3, 4, 6, 3 blocks for ResNet-50, 3, 4, 23, 3 for ResNet-101) of 64, 128, 256, 512 planes;
 a 1x1 projection with BN on every shortcut that changes shape (option B); global average pooling; a linear
 classifier. tests/test_imagenet_models.py checks the parameter count against torchvision's own models. The
-blocks are those of initbench/models/resnet_cifar.py (so every init that knows residual blocks works here), and
+blocks are those of initbench/models/residual.py (so every init that knows residual blocks works here), and
 `model.width` is the stem's width (64).
 
 With `model.branch_scalars=fixup` (set by init=fixup) and norm=none it is Fixup's ImageNet model
-(hongyi-zhang/Fixup imagenet/models/fixup_resnet_imagenet.py, fixup.md 2): no BN anywhere, a scalar bias after the
+(hongyi-zhang/Fixup@f3fa449 imagenet/models/fixup_resnet_imagenet.py): no BN anywhere, a scalar bias after the
 stem conv and before the classifier, a scalar bias before and after each branch conv, a scalar multiplier at the
 end of each branch, the shortcut projection reading the input plus the block's first bias; the init
 (initbench/inits/fixup.py) rescales the first two branch convs by L^(-1/4) and zeroes the third and the classifier.
@@ -25,7 +25,7 @@ from torch import nn
 from initbench.errors import ConfigError, choice_error
 from initbench.models.checkpointing import run_chain
 from initbench.models.layers import ScalarBias, conv, norm2d
-from initbench.models.resnet_cifar import (
+from initbench.models.residual import (
     BOTTLENECK_EXPANSION, BlockSpec, PostActBottleneckBlock, StagedResNet, residual_stages,
 )
 

@@ -1,5 +1,5 @@
-"""Encoder-decoder Transformer of fairseq's `transformer_iwslt_de_en` (translation.md 2), Post-LN or Pre-LN, and
-Fixup's `transformer_zero` variant (translation.md 4, fixup.md 1.4).
+"""Encoder-decoder Transformer of fairseq's `transformer_iwslt_de_en` (docs/iwslt14.md), Post-LN or Pre-LN, and
+Fixup's `transformer_zero` variant (hongyi-zhang/Fixup@f3fa449 fairseq/fairseq/models/transformer_zero.py).
 
 - Sizes are config fields: `model.depth` encoder layers, `model.decoder_depth`, `embed_dim` 512, `ffn_dim` 1024
   (ReLU), `heads` 4 (queries scaled by head_dim^-1/2); `dropout`, `attention_dropout`, `relu_dropout`.
@@ -15,9 +15,9 @@ Fixup's `transformer_zero` variant (translation.md 4, fixup.md 1.4).
   multiplier after every branch's dropout, a shift and a multiplier on the encoder output ((x - shift) * gain, an
   order of ours: both are neutral at init) and a shift on the decoder output. The scalars are named `*_shift` /
   `*_gain`, so Fixup's CIFAR rule "bias|scale at lr/10" (configs/init/fixup.yaml) matches none of them: the
-  Transformer files train every parameter at one LR (fixup.md 1.4).
-- The model initialises itself as the reference does (`reference_init`, translation.md 2): era `current`
-  (fairseq since 2020, GradInit's fork) or `2018` (fairseq 5d00e8ee, Fixup's baseline).
+  Transformer code trains every parameter at one LR (hongyi-zhang/Fixup@f3fa449 fairseq/run.sh).
+- The model initialises itself as the reference does (`reference_init`, docs/iwslt14.md): era `current`
+  (fairseq since 2020, GradInit's fork) or `2018` (facebookresearch/fairseq@5d00e8e, Fixup's baseline).
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def reference_init(self, era: str) -> None:
-        """fairseq's own init (translation.md 2). Both eras: token embeddings N(0, d^-1/2) with the pad row 0, an
+        """fairseq's own init (docs/iwslt14.md). Both eras: token embeddings N(0, d^-1/2) with the pad row 0, an
         unshared output matrix N(0, d^-1/2), attention q/k/v Xavier-uniform with the bound of the stacked 3d x d
         in_proj (= gain 1/sqrt(2) on each d x d block), out_proj Xavier-uniform with bias 0, LayerNorm 1/0.
         `2018`: FFN Xavier-uniform with bias 0, q/k/v biases 0. `current`: FFN and the q/k/v biases keep PyTorch's

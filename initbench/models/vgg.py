@@ -1,4 +1,4 @@
-"""VGG for CIFAR as GradInit's code builds it (zhuchen03/gradinit models/gradinit_vgg.py; gradinit_metainit.md 4).
+"""VGG for CIFAR as GradInit's code builds it (zhuchen03/gradinit@777c407 models/vgg.py).
 
 3x3 convs with padding 1, each WITH a bias (also when a BN follows), optional BN, ReLU; a 2x2 max-pool after
 each of the five stages, so a 32x32 image ends as 512 x 1 x 1; one linear classifier 512 -> classes (no hidden

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from initbench.config import recipe_digest
+from initbench.config.identity import recipe_digest
 from initbench.results.files import (CONFIG_FILE, METRICS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, TEXT_SUMMARY_COLUMNS,
                                      read_summary)
 
@@ -53,7 +53,8 @@ def flatten_config(tree: dict, prefix: str = "") -> dict[str, Any]:
 def collect_runs(root: Path) -> pd.DataFrame:
     """`collect_summaries` plus every key of each run's resolved `config.yaml`, as dotted columns
     (`model.layout`, `init.name`, ...), and its `recipe`: the digest of what the run computes without its seed
-    (`initbench.config.recipe_digest`), by which a table finds the runs of a sweep job. Plots select by both."""
+    (`initbench.config.identity.recipe_digest`), by which a table finds the runs of a sweep job. Plots select by
+    both."""
     table = collect_summaries(root)
     configs, recipes = [], []
     for run_dir in table["run_dir"]:

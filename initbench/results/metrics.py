@@ -75,7 +75,7 @@ METRICS: dict[str, Metric] = {
     "max_hessian_lambda_max_x_lr": Metric(
         "max_hessian_lambda_max_x_lr", "largest η·λ1 measured (heavy-ball SGD is stable below 2 + 2β)",
         lambda t: t["max_hessian_lambda_max_x_lr"], _no_divergence),
-    # Translation: the test BLEU of the epoch with the best valid bleu_sacre (initbench/train/translation.py).
+    # Translation: the test BLEU of the epoch with the best valid bleu_sacre (initbench/tasks/decoding.py).
     "test_bleu_tok": Metric(
         "test_bleu", "test BLEU, tokenized (lowercased Moses tokens, BPE removed), best-valid epoch",
         lambda t: t["test_bleu_tok"].where(~t["diverged"]), lambda t: t["diverged"]),

@@ -35,7 +35,7 @@ DEPTH_COLUMNS = ("method", "depth", "metric", "mean", "std", "n", "n_diverged")
 DIVERGENCE_COLUMNS = ("method", "warmup", "lr", "pct_diverged", "n")
 CURVATURE_COLUMNS = ("method", "step", "lr", "momentum", "mean", "std", "n")
 SIGNAL_COLUMNS = ("method", "depth", "quantity", "mean", "log10_std", "n")
-# The two ratios of the signal figure, from the rows of one probe.csv (initbench/measure/probe.py).
+# The two ratios of the signal figure, from the rows of one probe.csv (initbench/measure/signal.py).
 SIGNAL_QUANTITIES = {
     "output_over_input_rms": "output RMS / input RMS",
     "first_over_last_weight_grad_rms": "weight-gradient RMS, first layer / last layer",

@@ -4,7 +4,7 @@
 per combination. Here the same split is made with Hydra's own parser and sweeper, with the seed set apart: the
 seeds of a combination (one job per seed value, e.g. `seed: "[0,1,2],[3,4,5]"` = two fused jobs) train one
 recipe. A job's recipe is its config composed by Hydra exactly as the launched job composes it, reduced to what
-the run-folder hash is made of without the seed (`initbench.config.recipe_digest`), so a run of any other
+the run-folder hash is made of without the seed (`initbench.config.identity.recipe_digest`), so a run of any other
 override never carries it.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from initbench.config import CONFIG_DIR, recipe_digest, register_configs
+from initbench.config.identity import recipe_digest
+from initbench.config.schema import CONFIG_DIR, compose
 from initbench.errors import ConfigError
 
 SWEEP_DIR = Path(CONFIG_DIR) / "sweep"
@@ -93,15 +94,11 @@ def sweep_jobs(name: str) -> list[SweepJob]:
 def compose_job(job: SweepJob, extra: tuple[str, ...] = ()) -> DictConfig:
     """The job's config as Hydra composes it when the sweep launches it (the sweep file's own body included),
     with `extra` overrides after the job's."""
-    from hydra import compose, initialize_config_dir
-
     from hydra.errors import HydraException
 
-    register_configs()
     overrides = [*job.overrides, f"+sweep={job.sweep}", *extra]
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+        return compose(overrides)
     except (HydraException, ValueError) as err:  # a missing config file, a bad value: in Hydra's words
         raise ConfigError(f"{sweep_file(job.sweep)}: the job {' '.join(overrides)} does not compose: {err}") from None
 

@@ -38,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from initbench.config import CONFIG_DIR, as_list
+from initbench.config.schema import CONFIG_DIR
+from initbench.config.values import as_list
 from initbench.errors import ConfigError, choice_error
 from initbench.results.sweeps import SEED, SweepJob, job_recipe, sweep_file, sweep_jobs, sweep_parameters
 

@@ -205,7 +205,7 @@ def _footnotes(built: BuiltTable) -> list[str]:
     spec, metrics = built.spec, built.metrics
     labels, spread = "; ".join(m.label for m in metrics), "" if all(m.rate for m in metrics) else " ± std"
     lines = [f"Ours: {labels}, mean{spread} over seeds; n = runs with a value. "
-             f"Reported: the paper's number; {UNCONFIRMED_MARK} = UNCONFIRMED in the fact sheets (a candidate or "
+             f"Reported: the paper's number; {UNCONFIRMED_MARK} = UNCONFIRMED by a primary source (a candidate or "
              "approximate value, not a settled fact). Δ = ours − reported. "
              f"'{MISSING}' = no run yet; '{NOT_RUN}' = a row initbench does not run."]
     if built.datasets:
@@ -280,7 +280,7 @@ def write_table(built: BuiltTable, out_dir: Path) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------------------------- command
 def _parse_datasets(values: list[str]) -> dict[str, str]:
-    from initbench.config import CONFIG_DIR
+    from initbench.config.schema import CONFIG_DIR
 
     known = sorted(path.stem for path in (Path(CONFIG_DIR) / "dataset").glob("*.yaml"))
     swaps = {}

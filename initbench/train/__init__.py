@@ -1,1 +1,1 @@
-"""Training: optimizers and LR schedules, K runs trained together, and the runner that drives a job."""
+"""Training: the loop every task shares (trainer.py) and the job runner around it (runner.py, job_lock.py)."""

@@ -1,90 +1,45 @@
-"""A job: one Hydra run (or sweep cell) that trains one seed, or several seeds fused on one device.
+"""A job: one Hydra run (or sweep cell) that trains one seed, or several seeds fused on one device, or probes them.
 
-The runner decides which runs still need training (a run with a summary is finished and is
-skipped unless force=true), writes each run's config and environment next to its results,
-drives the `Trainer`, and writes the tidy CSVs: metrics after every epoch, the summary last.
+The runner checks the config, decides which runs still need training (a run with a summary is finished and is
+skipped unless force=true), writes each run's config and environment next to its results, drives the `Trainer`
+over the config's task, and writes the tidy CSVs: metrics after every epoch, the summary last.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import platform
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import hydra
 import torch
-import torchvision
 from omegaconf import DictConfig, OmegaConf
 
-from initbench.config import parse_warmup, run_id, seeds_of, validate
-from initbench.data import FolderData, ImageData, TranslationData, load_dataset
-from initbench.data.loaders import data_generator, steps_per_epoch
+from initbench.config.checks import RunPlan, check_features, validate
+from initbench.config.identity import run_id
+from initbench.data.loaders import data_generator
+from initbench.distributed import (
+    SINGLE, World, check_same_config, device_setting, join, rank0_decides, resolve_device,
+)
 from initbench.errors import ConfigError, UserError
 from initbench.results.files import (
-    CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, INIT_SCALES_COLUMNS, INIT_SCALES_FILE, METRIC_COLUMNS, METRICS_FILE,
-    SUMMARY_COLUMNS, SUMMARY_FILE,
-    read_summary, remove_stale_temp_files, write_csv, write_json, write_text,
+    CHECKPOINT_FILE, INIT_SCALES_COLUMNS, INIT_SCALES_FILE, METRIC_COLUMNS, METRICS_FILE, SUMMARY_COLUMNS,
+    SUMMARY_FILE, read_summary, remove_stale_temp_files, write_csv,
 )
+from initbench.results.records import environment, run_dirs, write_run_record
 from initbench.results.trackers import check_installed, open_trackers
-from initbench.train.distributed import World, check_same_config, device_setting, join, rank0_decides
 from initbench.train.job_lock import JobLock
-from initbench.train.trainer import RunState, Trainer, resolve_device, train_metric_names
-from initbench.train.translation import bleu_summary
+from initbench.train.trainer import RunState, Trainer
 
 log = logging.getLogger("initbench")
 
 
-def run_dirs(cfg: DictConfig, job_dir: Path) -> list[tuple[int, Path]]:
-    """(seed, directory) of each run in the job: the job dir itself, or one subfolder per fused seed."""
-    seeds = seeds_of(cfg.seed)
-    if len(seeds) == 1:
-        return [(seeds[0], job_dir)]
-    return [(seed, job_dir / f"seed_{seed}") for seed in seeds]
-
-
-def git_commit() -> str:
-    """The harness's git commit (with -dirty for uncommitted changes), or 'unknown' outside a checkout."""
-    source = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
-
-
-def environment(device: torch.device) -> dict:
-    return {
-        "initbench_commit": git_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "hydra": hydra.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "host": platform.node(),
-        "command": sys.argv,
-    }
-
-
-def write_run_record(directory: Path, cfg: DictConfig, seed: int, env: dict) -> None:
-    """The run's resolved config (with its own seed, also for fused runs) and its environment, beside its results."""
-    write_text(directory / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.merge(cfg, {"seed": seed}), resolve=True))
-    write_json(directory / ENV_FILE, env)
-
-
-def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.device, world_size: int = 1) -> dict:
+def summary_row(cfg: DictConfig, plan: RunPlan, run: RunState, fused_runs: int, device: torch.device,
+                world_size: int = 1) -> dict:
+    """The run's one summary row: every SUMMARY_COLUMNS column, NaN where its task has no value."""
     epochs_trained = run.epochs_done if not run.diverged else run.diverged_epoch
-    train = train_metric_names(cfg)  # under mixup, the summary's train loss and error are the mixup ones
-    return {
+    train = plan.task.train_metrics(cfg)  # under mixup, the summary's train loss and error are the mixup ones
+    row = {
         "run_id": run.run_id,
         "experiment": cfg.experiment_name,
         "dataset": cfg.dataset.name,
@@ -94,7 +49,7 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "init": cfg.init.name,
         "optimizer": cfg.optim.name,
         "lr": cfg.optim.lr,
-        "warmup": parse_warmup(cfg.warmup, cfg.warmup_shape).label(),
+        "warmup": plan.warmup.label(),
         "schedule": cfg.schedule.name,
         "epochs": int(cfg.epochs),
         "batch_size": cfg.batch_size,
@@ -122,8 +77,9 @@ def summary_row(cfg: DictConfig, run: RunState, fused_runs: int, device: torch.d
         "max_hessian_lambda_max_x_lr": max((r["value"] for r in run.rows if r["metric"] == "hessian_lambda_max_x_lr"
                                             and not math.isnan(r["value"])), default=math.nan),
         "hessian_seconds": run.hessian_seconds,
-        **bleu_summary(run.rows),
+        **plan.task.summary(run.rows),
     }
+    return {column: row.get(column, math.nan) for column in SUMMARY_COLUMNS}
 
 
 def _configure_determinism(cfg: DictConfig, device: torch.device) -> None:
@@ -134,43 +90,33 @@ def _configure_determinism(cfg: DictConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _check_fits_data(cfg: DictConfig, data: ImageData | FolderData) -> None:
-    """Settings that can only be compared with the data once it is loaded: a warmup in steps against the number
-    of steps, the cutout hole against the image size."""
-    per_epoch = steps_per_epoch(len(data.train_labels), cfg.batch_size)
-    total = per_epoch * int(cfg.epochs)
-    warmup = parse_warmup(cfg.warmup, cfg.warmup_shape)
-    if warmup.steps >= total:
-        raise ConfigError(
-            f"warmup={cfg.warmup} is not shorter than training: {cfg.epochs} epoch(s) x {per_epoch} steps "
-            f"({len(data.train_labels)} images, batch_size={cfg.batch_size}) = {total} steps. Shorten the warmup or "
-            "train longer."
-        )
-    channels, height, width = data.image_shape
-    if channels != len(cfg.dataset.mean):
-        raise ConfigError(
-            f"{cfg.dataset.name} has {channels}-channel images but dataset.mean/dataset.std give "
-            f"{len(cfg.dataset.mean)} value(s): give one per channel (configs/dataset/{cfg.dataset.name}.yaml)."
-        )
-    if cfg.dataset.cutout > min(height, width):
-        raise ConfigError(
-            f"dataset.cutout={cfg.dataset.cutout} is larger than the {height}x{width} images of {cfg.dataset.name}: "
-            "the hole would blank most images. The papers cut 16-pixel holes from 32x32 CIFAR (dataset.cutout=16); "
-            "0 turns cutout off."
-        )
+def run_job(cfg: DictConfig, job_dir: Path) -> list[dict] | None:
+    """The job of a Hydra run or sweep cell: train its runs and return every run's summary row, or, for a task that
+    measures instead of training (the probe), measure them and return None."""
+    plan = validate(cfg)
+    if plan.task.trains:
+        return train_job(cfg, job_dir, plan)
+    measure_job(cfg, job_dir, plan)
+    return None
 
 
-def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
+def measure_job(cfg: DictConfig, job_dir: Path, plan: RunPlan | None = None) -> list:
+    """Run a measuring task (the probe) on each run of the job; return what it measured per run."""
+    plan = plan or validate(cfg)
+    return plan.task(cfg, plan.task.load_data(cfg), resolve_device(cfg.device)).run(plan.seeds, job_dir)
+
+
+def train_job(cfg: DictConfig, job_dir: Path, plan: RunPlan | None = None) -> list[dict]:
     """Train the runs of this job that are not finished yet; return every run's summary row.
 
     Every check (config, finished runs, data, checkpoint) happens before the first file is written, so a
     job that fails to start changes nothing in its folder. A job that another process is training
     (initbench/train/job_lock.py) is skipped with a warning that names that process; nothing is returned for it.
     """
-    validate(cfg)
+    plan = plan or validate(cfg)
     check_installed(cfg)  # a missing tracker package is named before any data is read
     world = join(cfg.device)
-    _check_distributed(cfg, world)
+    _check_distributed(cfg, plan, world)
     lock = JobLock(job_dir)  # rank 0 holds it for the whole distributed job
     if not rank0_decides(world, lock.acquire() if world.main else True):
         if world.main:
@@ -178,38 +124,41 @@ def train_job(cfg: DictConfig, job_dir: Path) -> list[dict]:
                         "has ended to continue it)", job_dir, lock.holder())
         return []
     try:
-        return _train_locked_job(cfg, job_dir, world)
+        return _train_locked_job(cfg, plan, job_dir, world)
     finally:
         lock.release()
 
 
-def _check_distributed(cfg: DictConfig, world: World) -> None:
+def _check_distributed(cfg: DictConfig, plan: RunPlan, world: World) -> None:
     """What a distributed job needs besides a valid config; the same error on every rank."""
     if not world.active:
         return
     check_same_config(world, OmegaConf.to_container(cfg, resolve=True))
+    check_features(cfg, plan.seeds, world.size)
     if cfg.batch_size % world.size:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is the recipe's global batch, split over {world.size} processes: it must "
             f"be divisible by the world size. Launch {world.size} processes with a batch_size that is a multiple of "
             f"{world.size}, or change the number of processes (torchrun --nproc_per_node=...)."
         )
-    unsupported = [setting for setting, used in (
-        (f"fused seeds (seed={cfg.seed})", len(seeds_of(cfg.seed)) > 1),
-        ("measure.hessian_every", cfg.measure.hessian_every is not None),
-        (f"model.arch={cfg.model.arch} (translation batches by tokens)", cfg.model.arch == "transformer"),
-    ) if used]
-    if unsupported:
-        raise ConfigError(f"A distributed job ({world.size} processes) does not support {', '.join(unsupported)} "
-                          "yet. Run it in one process, or drop these settings.")
 
 
-def _train_locked_job(cfg: DictConfig, job_dir: Path, world: World) -> list[dict]:
+def build_trainer(cfg: DictConfig, runs: list[RunState], data: object, device: torch.device, checkpoint_path: Path,
+                  world: World = SINGLE) -> Trainer:
+    """The Trainer of these runs of a checked config on already loaded `data` (the runner's path, for benchmarks
+    and tests that bring their own data)."""
+    plan = validate(cfg, world.size)
+    task = plan.task(cfg, data, device, world)
+    task.check_data(plan.seeds, plan.warmup)
+    return Trainer(cfg, plan, task, runs, checkpoint_path, world)
+
+
+def _train_locked_job(cfg: DictConfig, plan: RunPlan, job_dir: Path, world: World) -> list[dict]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    plan = [(seed, directory, run_id(resolved, seed)) for seed, directory in run_dirs(cfg, job_dir)]
+    planned = [(seed, directory, run_id(resolved, seed)) for seed, directory in run_dirs(plan.seeds, job_dir)]
     checkpoint = job_dir / CHECKPOINT_FILE
     pending, finished = [], []
-    for seed, directory, identity in plan:
+    for seed, directory, identity in planned:
         summary = None if cfg.force else read_summary(directory / SUMMARY_FILE)
         if summary is not None and summary["run_id"] == identity:
             log.info("skip %s: finished earlier (%s); force=true trains it again", identity, directory)
@@ -221,7 +170,7 @@ def _train_locked_job(cfg: DictConfig, job_dir: Path, world: World) -> list[dict
             )
         else:
             pending.append((seed, directory, identity))
-    for directory in {job_dir, *(directory for _, directory, _ in plan)} if world.main else ():
+    for directory in {job_dir, *(directory for _, directory, _ in planned)} if world.main else ():
         remove_stale_temp_files(directory)  # left by a process killed in the middle of an atomic write
     if not pending:
         if world.main:
@@ -230,17 +179,16 @@ def _train_locked_job(cfg: DictConfig, job_dir: Path, world: World) -> list[dict
 
     device = resolve_device(device_setting(world, cfg.device))
     _configure_determinism(cfg, device)
-    data = load_dataset(cfg.dataset)
-    if not isinstance(data, TranslationData):  # translation data are checked by the Trainer, before the init
-        _check_fits_data(cfg, data)
+    task = plan.task(cfg, plan.task.load_data(cfg), device, world)
+    task.check_data(plan.seeds, plan.warmup)  # before an init search that could take long
     if cfg.force and world.main:
         checkpoint.unlink(missing_ok=True)
     rank0_decides(world, True)  # every rank waits here: none decides whether to resume before a forced removal
     runs = [RunState(identity, seed, directory, data_generator(seed, device)) for seed, directory, identity in pending]
-    trainer = Trainer(cfg, runs, data, device, checkpoint, world)  # resumes from the checkpoint, or fails on a bad one
+    trainer = Trainer(cfg, plan, task, runs, checkpoint, world)  # resumes from the checkpoint, or fails on a bad one
     if not world.main:  # the other ranks train along and write nothing
         trainer.fit()
-        return finished + [summary_row(cfg, run, len(runs), device, world.size) for run in runs]
+        return finished + [summary_row(cfg, plan, run, len(runs), device, world.size) for run in runs]
     trackers = open_trackers(cfg, runs)  # logger=...: an unreachable tracker stops here, before any file is written
     env = environment(device)
     for run in runs:
@@ -256,7 +204,7 @@ def _train_locked_job(cfg: DictConfig, job_dir: Path, world: World) -> list[dict
 
     trainer.fit(on_epoch_end=write_metrics)
     write_metrics()
-    summaries = [summary_row(cfg, run, len(runs), device, world.size) for run in runs]
+    summaries = [summary_row(cfg, plan, run, len(runs), device, world.size) for run in runs]
     trackers.finish(summaries)
     for run, summary in zip(runs, summaries):
         write_csv(run.out_dir / SUMMARY_FILE, [summary], SUMMARY_COLUMNS)

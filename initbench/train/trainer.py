@@ -5,11 +5,10 @@ Inside an epoch nothing is read back to the host except the divergence flags eve
 `divergence.check_every` steps; losses and accuracies accumulate on the device and are read
 once per epoch.
 
-What is trained on is a task behind a small seam: the task gives the epoch's batches, each batch's per-run losses
-(with correct predictions and the batch's size in the unit the metrics average over) and the evaluation rows;
-the loop (optimizer steps, schedule, divergence, checkpoints) is the same for all. `ImageTask`: image
-classification; `initbench/train/translation.py`'s `TranslationTask`: token batches, label-smoothed
-cross-entropy, beam-search BLEU.
+What is trained on is the task's business (initbench/tasks): it builds and initialises each run's model, gives the
+epoch's batches, each batch's per-run losses (with correct predictions and the batch's size in the unit the metrics
+average over) and the evaluation rows. The loop here (optimizer steps, schedule, divergence, λ1 measurements,
+checkpoints) is the same for every task.
 """
 
 from __future__ import annotations
@@ -18,36 +17,26 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from initbench.config import parse_warmup
-from initbench.data import FolderData, ImageData, TranslationData
-from initbench.data.augment import Normalize
-from initbench.data.sampler import training_sampler
-from initbench.data.loaders import FolderLoader, ResidentLoader, TorchLoader, eval_batches
+from initbench.config.checks import RunPlan
+from initbench.distributed import SINGLE, World, all_sum
 from initbench.errors import UserError
-from initbench.inits import InitContext, InitReport, apply_init
-from initbench.models import build_model
+from initbench.measure.curvature import HessianMonitor
+from initbench.models.replicas import Replicas
+from initbench.optim import LRSchedule, build_optimizer
 from initbench.results.files import load_checkpoint, save_checkpoint
-from initbench.train.curvature import HessianMonitor
-from initbench.train.distributed import SINGLE, World, all_sum
-from initbench.train.mixup import draw_epoch_mixing
-from initbench.train.optim import LRSchedule, build_optimizer
-from initbench.train.replicas import Replicas
-from initbench.train.translation import TranslationTask, check_data, translation_init_context
+from initbench.tasks import Task
 
 log = logging.getLogger("initbench")
 
 CHECKPOINT_VERSION = 2
-INIT_BATCH_SEED_OFFSET = 10_000  # the init batch's own stream (data/sampler.py lists the others)
 
 
 @dataclass
@@ -109,238 +98,42 @@ class RunState:
             setattr(self, name, saved[name])
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device named by the `device` setting (auto: CUDA when visible); a UserError if it is not there."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name!r} is not a device. Use device=auto, device=cpu, device=cuda or "
-                        "device=cuda:<index>.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} was requested but no CUDA GPU is visible. Use device=auto or device=cpu.")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"device={name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible. Use device=auto "
-                        f"or an index below {torch.cuda.device_count()}.")
-    return device
-
-
-def _init_batch(data: ImageData | FolderData, seed: int, size: int, normalize: Normalize, augment: bool,
-                cutout: int) -> torch.Tensor:
-    """One training batch for data-dependent inits, augmented like any training batch (cutout included, as in
-    Arpit et al.'s code): the first draw of a sampler of its own, so every call gives the same batch."""
-    sampler = training_sampler(data, seed, normalize, augment, cutout, torch.device("cpu"), INIT_BATCH_SEED_OFFSET)
-    return sampler(size)[0]
-
-
-def train_metric_names(cfg: DictConfig) -> dict[str, str]:
-    """The metrics.csv names of the training loss and error: `mixup_loss` / `mixup_error` under mixup, whose
-    values are mixup's (initbench/train/mixup.py), never to be read as the clean ones."""
-    prefix = "mixup_" if cfg.train.mixup_alpha else ""
-    return {"loss": f"{prefix}loss", "error": f"{prefix}error"}
-
-
-def precision_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
-    """A fresh context for each forward: bf16 autocast, or nothing (fp32)."""
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
-@dataclass
-class InitializedModel:
-    model: torch.nn.Module  # on the CPU, or on the device for inits that learn on it
-    report: InitReport
-    seconds: float  # the init scheme's wall time
-
-
-def build_initialized_model(cfg: DictConfig, seed: int, data: ImageData | FolderData | TranslationData,
-                            device: torch.device = torch.device("cpu"), initialize: bool = True) -> InitializedModel:
-    """Build one run's model on the CPU from its seed and initialise it, so the init is device-independent; the
-    learned inits (GradInit, MetaInit) search on `device` with batches of their own. `initialize=False` only
-    builds (a run resumed from a checkpoint gets its weights from there).
-
-    Shared by training and the probe: the same config and seed give the same initial weights in both.
-    """
-    torch.manual_seed(seed)
-    if isinstance(data, TranslationData):
-        model = build_model(cfg.model, cfg.norm, data.vocab_sizes)
-    else:
-        model = build_model(cfg.model, cfg.norm, data.num_classes, data.image_shape)
-    if not initialize:
-        return InitializedModel(model, InitReport(), 0.0)
-    if isinstance(data, TranslationData):
-        return _initialize(model, cfg, translation_init_context(cfg, seed, data, device))
-    cpu_normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, torch.device("cpu"))
-    augment = cfg.dataset.augment == "crop_flip"
-    context = InitContext(
-        model_cfg=cfg.model,
-        norm=cfg.norm,
-        batch=lambda: _init_batch(data, seed, cfg.batch_size, cpu_normalize, augment, cfg.dataset.cutout),
-        sampler=training_sampler(data, seed, Normalize(cfg.dataset.mean, cfg.dataset.std, device), augment,
-                                 cfg.dataset.cutout, device),
-        seed=seed,
-        num_classes=data.num_classes,
-        device=device,
-        autocast=precision_context(cfg.precision, device),
-    )
-    return _initialize(model, cfg, context)
-
-
-def _initialize(model: torch.nn.Module, cfg: DictConfig, context: InitContext) -> InitializedModel:
-    started = time.perf_counter()
-    apply_init(model, cfg.init, context)
-    if context.device.type == "cuda":
-        torch.cuda.synchronize(context.device)
-    return InitializedModel(model, context.report, time.perf_counter() - started)
-
-
-class ImageTask:
-    """Image classification behind the task seam: the resident, torch or (ImageNet) folder loader, mixup,
-    cross-entropy, test loss and error.
-
-    In a distributed job every rank takes its share of each global batch: the resident loader gives every rank the
-    whole batch and the rank slices it; the folder loader loads only the rank's share. Mixup then pairs images within
-    the rank's share, with the step's λ shared by all ranks (the official ImageNet script mixes each process's own
-    batch: hongyi-zhang/Fixup imagenet/imagenet_train.py); one process mixes over the whole batch, as before.
-    """
-
-    def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData | FolderData, device: torch.device,
-                 autocast: AbstractContextManager, world: World = SINGLE):
-        self.cfg, self.runs, self.device, self.autocast, self.world = cfg, runs, device, autocast, world
-        augment = cfg.dataset.augment == "crop_flip"
-        self.normalize = Normalize(cfg.dataset.mean, cfg.dataset.std, device)
-        memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-        if isinstance(data, FolderData):
-            self.loader = FolderLoader(data, cfg.batch_size, cfg.eval_batch_size, self.normalize, runs[0].generator,
-                                       cfg.data.num_workers, device, world, cfg.channels_last)
-        elif cfg.data.loader == "torch":
-            self.loader = TorchLoader(data.train_images, data.train_labels, cfg.batch_size, list(cfg.dataset.mean),
-                                      list(cfg.dataset.std), augment, runs[0].seed, cfg.data.num_workers, device,
-                                      cutout=cfg.dataset.cutout)
-        else:
-            self.loader = ResidentLoader(data.train_images.to(device), data.train_labels.to(device), cfg.batch_size,
-                                         self.normalize, augment, [run.generator for run in runs],
-                                         channels_last=cfg.channels_last, cutout=cfg.dataset.cutout)
-        self.steps_per_epoch = self.loader.steps_per_epoch
-        self.mixup_alpha = float(cfg.train.mixup_alpha)
-        self.mixing = None
-        if isinstance(data, FolderData):
-            self.test_total = len(data.test)
-            return
-        # Stored in the models' layout once, so evaluation batches need no per-batch layout copy. In a distributed
-        # job each rank evaluates its share of the test split and the sums are all-reduced.
-        self.test_total = len(data.test_labels)
-        share = slice(world.rank, None, world.size)
-        self.test_images = data.test_images[share].to(device, memory_format=memory_format)
-        self.test_labels = data.test_labels[share].to(device)
-
-    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.mixing = None if not self.mixup_alpha else draw_epoch_mixing(
-            self.mixup_alpha, [run.generator for run in self.runs], self.steps_per_epoch, self.cfg.batch_size)
-        return self.loader.epoch()
-
-    def losses(self, replicas: Replicas, batch: tuple[torch.Tensor, torch.Tensor],
-               index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Each run's loss [K] and correct predictions [K] (λ-weighted under mixup), and the global batch size.
-
-        In a distributed job the losses are this rank's share: its summed loss over the global batch size, so the
-        ranks' values add up to the batch's mean loss (an uneven last batch too)."""
-        images, labels = batch
-        total = labels.shape[1]
-        if self.world.active and isinstance(self.loader, FolderLoader):
-            total = self.loader.global_size(index)
-        elif self.world.active:
-            images = torch.tensor_split(images, self.world.size, dim=1)[self.world.rank]
-            labels = torch.tensor_split(labels, self.world.size, dim=1)[self.world.rank]
-        mix = None if self.mixing is None else self.mixing.step(index, total, self.world.rank, self.world.size)
-        if mix is not None:
-            images = mix.images(images)
-        with self.autocast:
-            logits = replicas(images).float()
-        losses = self._summed_losses(logits, labels)
-        predicted = logits.detach().argmax(dim=-1)
-        hits = (predicted == labels).sum(dim=1).float()
-        if mix is not None:
-            partners = mix.partner_labels(labels)
-            losses = mix.combine(losses, self._summed_losses(logits, partners))
-            hits = mix.combine(hits, (predicted == partners).sum(dim=1).float())
-        return losses / total, hits, total
-
-    @staticmethod
-    def _summed_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Each run's summed cross-entropy [K] from logits [K, B, classes] and labels [K, B]."""
-        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-        return losses.view(len(labels), -1).sum(dim=1)
-
-    def _eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's share of the test split, normalised, in fixed order."""
-        if isinstance(self.loader, FolderLoader):
-            return self.loader.eval_batches()
-        return eval_batches(self.test_images, self.test_labels, self.cfg.eval_batch_size, self.normalize)
-
-    @torch.no_grad()
-    def evaluate(self, replicas: Replicas, runs: list[RunState]) -> None:
-        """Test loss and error of every run still training (diverged runs record nothing)."""
-        count = len(runs)
-        loss_sum = torch.zeros(count, device=self.device)
-        correct = torch.zeros(count, device=self.device, dtype=torch.long)
-        replicas.train(False)
-        for images, labels in self._eval_batches():
-            with self.autocast:
-                logits = replicas.forward_shared(images)
-            targets = labels.expand(count, -1)
-            loss_sum += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").sum(dim=1)
-            correct += (logits.argmax(dim=-1) == targets).sum(dim=1)
-        all_sum(self.world, loss_sum)
-        all_sum(self.world, correct)
-        total = self.test_total
-        for run, loss, hits in zip(runs, loss_sum.tolist(), correct.tolist()):
-            if run.diverged:
-                continue
-            run.record("test", "loss", loss / total)
-            run.record("test", "error", 100.0 * (1 - hits / total))
-
-    def state_dict(self, run: int) -> dict:
-        return self.loader.state_dict(run)
-
-    def load_state_dict(self, run: int, state: dict) -> None:
-        self.loader.load_state_dict(run, state)
-
-
 class Trainer:
-    def __init__(self, cfg: DictConfig, runs: list[RunState], data: ImageData | TranslationData,
-                 device: torch.device, checkpoint_path: Path, world: World = SINGLE):
-        self.cfg, self.runs, self.device, self.checkpoint_path = cfg, runs, device, checkpoint_path
-        self.world = world  # a distributed job's ranks (initbench/train/distributed.py); one process by default
+    def __init__(self, cfg: DictConfig, plan: RunPlan, task: Task, runs: list[RunState], checkpoint_path: Path,
+                 world: World = SINGLE):
+        self.cfg, self.task, self.runs, self.checkpoint_path = cfg, task, runs, checkpoint_path
+        self.device = task.device
+        self.world = world  # a distributed job's ranks (initbench/distributed.py); one process by default
         self.epochs = int(cfg.epochs)
-        if isinstance(data, TranslationData):
-            check_data(cfg, data, runs[0].seed)  # before an init search that could take long
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         resuming = checkpoint_path.is_file()  # the weights come from the checkpoint: no init search again
         models = []
         for run in runs:
-            built = build_initialized_model(cfg, run.seed, data, device, initialize=not resuming)
+            built = task.build_model(run.seed, initialize=not resuming)
             run.init_seconds, run.init_scales = built.seconds, built.report.scales
             if built.report.diverged:  # a learned init that failed: the run ends before its first step
                 run.diverged_epoch, run.diverged_step, run.diverged_reason = 0, 0, built.report.diverged
-            models.append(built.model.to(device, memory_format=memory_format))
+            models.append(built.model.to(self.device, memory_format=memory_format))
         compile_mode = {True: "default", False: None}.get(cfg.compile, cfg.compile)
-        self.replicas = Replicas(models, compile_mode, cfg.channels_last, device if world.active else None)
+        self.replicas = Replicas(models, compile_mode, cfg.channels_last, self.device if world.active else None)
         self.optimizer = build_optimizer(self.replicas.named_parameters(), cfg.optim)
-        self.autocast = precision_context(cfg.precision, device)()
-        if isinstance(data, TranslationData):
-            self.task = TranslationTask(cfg, runs[0].seed, runs[0].generator, data, device, self.autocast)
-        else:
-            self.task = ImageTask(cfg, runs, data, device, self.autocast, world)
-        self.train_metric = train_metric_names(cfg)
+        task.start([run.seed for run in runs], [run.generator for run in runs])
+        self.train_metric = task.train_metrics(cfg)
         self.clip_grad_norm = float(cfg.optim.clip_grad_norm)
-        self.schedule = LRSchedule(cfg.schedule, parse_warmup(cfg.warmup, cfg.warmup_shape),
-                                   self.task.steps_per_epoch, self.epochs, cfg.optim.lr)
-        self.hessian = None if cfg.measure.hessian_every is None else HessianMonitor(
-            cfg, self.replicas, [run.seed for run in runs], data, device, self.task.steps_per_epoch, self.epochs)
+        self.schedule = LRSchedule(cfg.schedule, plan.warmup, task.steps_per_epoch, self.epochs, cfg.optim.lr)
+        self.hessian = None if not plan.hessian_every.enabled else HessianMonitor(
+            cfg, plan.hessian_every, self.replicas, [run.seed for run in runs],
+            [task.measurement_batches(run.seed, task.steps_per_epoch) for run in runs], task.steps_per_epoch,
+            self.epochs)
         self._resume()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model of a one-run trainer (K = 1), trained in place by `fit` (benchmarks compare it with other
+        loops)."""
+        if len(self.runs) != 1:
+            raise ValueError(f"this trainer trains {len(self.runs)} fused runs; Trainer.model is one run's model")
+        return self.replicas.template
 
     # ----------------------------------------------------------------------------- checkpoints
     def _resume(self) -> None:
@@ -509,7 +302,9 @@ class Trainer:
 
     def evaluate(self) -> None:
         """The task's evaluation rows for every run still training (diverged runs record nothing)."""
-        self.task.evaluate(self.replicas, self.runs)
+        for run, rows in zip(self.runs, self.task.evaluate(self.replicas, [not run.diverged for run in self.runs])):
+            for (split, metric), value in rows.items():
+                run.record(split, metric, value)
 
     def _log_epoch(self) -> None:
         if not self.world.main:

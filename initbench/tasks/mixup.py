@@ -7,7 +7,7 @@ under the metric names `mixup_loss` / `mixup_error` (the test split is never mix
 
 Each run draws a whole epoch's λs and partner keys at the epoch's start from its own data generator, so a run
 fused with others mixes exactly as it would alone, and no step waits for the host. In a distributed job every rank
-draws the same λs and keys; each pairs the images of its share of the batch (initbench/train/trainer.py ImageTask).
+draws the same λs and keys; each pairs the images of its share of the batch (initbench/tasks/classification.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Data-parallel training across processes: PyTorch's own distributed stack, no process management of ours.
+"""The processes and devices a job runs on: one process by default, or data-parallel training across processes with
+PyTorch's own distributed stack (no process management of ours). The data loaders take a rank's share of each batch
+from here, so this module sits below data/ (tests/test_layout.py).
 
 A job runs as one process per GPU, started by `torchrun --nproc_per_node=N -m initbench ...` (RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR/PORT in the environment) or as one Slurm task per GPU by Hydra's submitit launcher
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from initbench.errors import ConfigError
+from initbench.errors import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,16 @@ class World:
 SINGLE = World()
 
 
+def launched_world_size() -> int:
+    """The number of processes the launcher started for this job (1 outside a distributed launch)."""
+    size = os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1"))
+    return int(size) if size.isdigit() else 1
+
+
 def launched_rank() -> int:
     """This process's rank as its launcher set it (0 outside a distributed launch), before any process group."""
     for name in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit() and int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS",
-                                                                                                    "1"))) > 1:
+        if os.environ.get(name, "").isdigit() and launched_world_size() > 1:
             return int(os.environ[name])
     return 0
 
@@ -117,3 +124,20 @@ def check_same_config(world: World, config: dict) -> None:
     if differing:
         raise ConfigError(f"The ranks of this distributed job see different configs (rank(s) {differing} differ "
                           "from rank 0): launch every rank with the same command and overrides.")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device named by the `device` setting (auto: CUDA when visible); a UserError if it is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device. Use device=auto, device=cpu, device=cuda or "
+                        "device=cuda:<index>.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} was requested but no CUDA GPU is visible. Use device=auto or device=cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device={name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible. Use device=auto "
+                        f"or an index below {torch.cuda.device_count()}.")
+    return device

@@ -18,48 +18,27 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
-from initbench.config import hessian_schedule
-from initbench.data import ImageData
-from initbench.data.augment import Normalize
-from initbench.data.sampler import TrainingSampler
+from initbench.config.values import HessianEvery
 from initbench.errors import ConfigError
 from initbench.measure.hessian import Batch, HessianOperator, estimate, estimate_seed, settings_operator
-from initbench.train.replicas import Replicas
-
-SEED_OFFSET = 50_000  # the measurement batches' own stream (see data/sampler.py for the others)
-
-
-def measurement_batches(cfg: DictConfig, data: ImageData, seed: int, device: torch.device,
-                        steps_per_epoch: int) -> Callable[[], list[Batch]]:
-    """The batches λ1 is measured on: drawn once and replayed (the operator stays fixed), or afresh for every
-    product with `resample` (Arpit et al.'s code)."""
-    hessian = cfg.measure.hessian
-    count = math.ceil(hessian.batch_fraction * steps_per_epoch) if hessian.batch_fraction else hessian.batches
-    cutout = cfg.dataset.cutout if hessian.augment else 0  # augmented batches: as for training, cutout included
-    sampler = TrainingSampler(data, seed, Normalize(cfg.dataset.mean, cfg.dataset.std, device), hessian.augment,
-                              cutout, device, offset=SEED_OFFSET)
-    size = min(hessian.batch_size, sampler.size)
-    if hessian.resample:
-        return lambda: [sampler(size) for _ in range(count)]
-    fixed = [sampler(size) for _ in range(count)]
-    return lambda: fixed
+from initbench.models.replicas import Replicas
 
 
 class HessianMonitor:
-    def __init__(self, cfg: DictConfig, replicas: Replicas, seeds: list[int], data: ImageData, device: torch.device,
-                 steps_per_epoch: int, epochs: int):
+    """λ1 of each run at the scheduled steps, on the measurement batches its task draws (`batches[k]` for run k)."""
+
+    def __init__(self, cfg: DictConfig, every: HessianEvery, replicas: Replicas, seeds: list[int],
+                 batches: list[Callable[[], list[Batch]]], steps_per_epoch: int, epochs: int):
         self.cfg, self.replicas = cfg, replicas
-        self.steps = set(hessian_schedule(cfg.measure.hessian_every, steps_per_epoch, epochs))
+        self.steps = set(every.schedule(steps_per_epoch, epochs))
         total = steps_per_epoch * epochs
         beyond = sorted(s for s in self.steps if s > total)
         if beyond:
             raise ConfigError(f"measure.hessian_every asks for steps {beyond[:5]}{' ...' if len(beyond) > 5 else ''} "
                               f"that this run never reaches: it takes {total} steps ({epochs} epoch(s) x "
                               f"{steps_per_epoch}). Drop them, or train longer.")
-        self.operators = [
-            settings_operator(cfg.measure.hessian, replicas.template, *replicas.run_tensors(index),
-                              measurement_batches(cfg, data, seed, device, steps_per_epoch))
-            for index, seed in enumerate(seeds)]
+        self.operators = [settings_operator(cfg.measure.hessian, replicas.template, *replicas.run_tensors(index),
+                                            batches[index]) for index in range(len(seeds))]
         self.seeds = seeds
         self._check_ad()
 

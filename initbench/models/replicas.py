@@ -83,7 +83,7 @@ class Replicas:
     def __init__(self, models: list[nn.Module], compile_mode: str | None = None, channels_last: bool = False,
                  data_parallel: torch.device | None = None):
         """`compile_mode`: None runs eagerly; otherwise a torch.compile mode ("default", "reduce-overhead", ...).
-        `data_parallel`: this process's device in a distributed job (initbench/train/distributed.py); the training
+        `data_parallel`: this process's device in a distributed job (initbench/distributed.py); the training
         forward of the (single) model then runs through DistributedDataParallel, which all-reduces its gradients."""
         self.count = len(models)
         # Inputs arrive channels_last from the loader (evaluation batches are converted here); K = 1 models
