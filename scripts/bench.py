@@ -112,7 +112,9 @@ def bench_trainer(net: list[str], variant: Variant, runs: int, batch: int, data:
     cfg = compose_config([
         *net, "dataset=synthetic", f"batch_size={batch}", f"eval_batch_size={min(1000, len(data.test_labels))}",
         f"seed={seeds if runs > 1 else seeds[0]}", f"device={device}", "progress=false",
-        f"data.num_workers={workers}",
+        # The reference row's trainer only provides the model: the torch loader keeps no copy of the split on the
+        # device (its workers start only when iterated), and reference_epoch feeds the model a TorchLoader of its own.
+        f"data.loader={'torch' if variant.reference else 'resident'}", f"data.num_workers={workers}",
         # No early stop, and only non-finite losses flag a run: an epoch is always its full length.
         "divergence.check_every=1000000000", "divergence.loss_factor=1e30",
         *(f"{key}={str(value).lower()}" for key, value in options.items()),

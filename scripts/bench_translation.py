@@ -26,8 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from initbench.config.schema import CONFIG_DIR  # noqa: E402  (registers the config resolvers)
-from initbench.config.schema import register_configs  # noqa: E402
+from initbench.config.schema import compose  # noqa: E402
 from initbench.data import load_dataset  # noqa: E402
 from initbench.data.loaders import data_generator  # noqa: E402
 from initbench.train.runner import train_job  # noqa: E402
@@ -38,14 +37,6 @@ from initbench.train.trainer import RunState  # noqa: E402
 BASE = ["dataset=synthetic_translation", "model=transformer_postln", "init=default", "optim=adamw",
         "schedule=inverse_sqrt", "experiment_name=bench_translation", "progress=false"]
 QUICK_MODEL = ["model.depth=2", "model.decoder_depth=2", "model.embed_dim=64", "model.ffn_dim=128"]
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def synchronize(device: torch.device) -> None:

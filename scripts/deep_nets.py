@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from initbench.config.schema import CONFIG_DIR
 from initbench.config.checks import validate
-from initbench.config.schema import register_configs
+from initbench.config.schema import compose
 from initbench.data import ImageData
 from initbench.data.loaders import data_generator
 from initbench.distributed import resolve_device
@@ -43,9 +41,7 @@ QUICK_WIDTH = {"fixup_resnet9998": 4, "plain_cnn10000_delta_orth": 8}
 
 
 def compose_config(overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose(overrides)
     validate(cfg)
     return cfg
 

@@ -1,6 +1,6 @@
 """λ1 of the loss Hessian (as Gilmer et al. 2022 use it): Lanczos and the products against exact answers the test
-builds, the properties of the measurement (scaling, BN statistics, fused runs, Adam's preconditioning), the stability limit it
-is compared with, and the runs, probe and errors around it."""
+builds, the properties of the measurement (scaling, BN statistics, fused runs, Adam's preconditioning), the stability
+limit it is compared with, and the runs, probe and errors around it."""
 
 from __future__ import annotations
 

@@ -127,3 +127,5 @@ def test_recipe_rows_and_the_settings_imagenet_refuses():
                          (["dataset.augment=crop_flip"], "resized_crop_flip"), (["dataset.cutout=16"], "cutout")):
         with pytest.raises(ConfigError, match=message):
             validate(compose_config(["+experiment=imagenet_resnet50", *bad]))
+    with pytest.raises(ConfigError, match=r"fused seeds .* with dataset=imagenet .*; dataset\.cutout=16 with"):
+        validate(compose_config(["+experiment=imagenet_resnet50", "seed=[0,1]", "dataset.cutout=16"]))  # one message

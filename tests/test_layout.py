@@ -4,6 +4,7 @@ task instead of testing types, and every citation names a file a reader can open
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -45,15 +46,25 @@ def is_module(name: str) -> bool:
 
 
 def imports_of(path: Path) -> set[str]:
-    """The initbench modules a file imports, anywhere in it (function-level imports included)."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    return imports_in(path.read_text(), package)
+
+
+def imports_in(source: str, package: str) -> set[str]:
+    """The initbench modules a module of `package` imports, anywhere in its source: function-level and relative
+    imports, and the names given to importlib.import_module or __import__ as a string."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level \
+                else node.module
             # `from initbench.config import schema` imports the module initbench.config.schema
-            found |= {f"{node.module}.{alias.name}" if is_module(f"{node.module}.{alias.name}") else node.module
-                      for alias in node.names}
+            found |= {f"{base}.{alias.name}" if is_module(f"{base}.{alias.name}") else base for alias in node.names}
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in \
+                ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            found.add(str(node.args[0].value))
     return {name for name in found if name == "initbench" or name.startswith("initbench.")}
 
 
@@ -79,7 +90,7 @@ def upward_imports(graph: dict[str, set[str]]) -> list[str]:
             wrong += [f"{module} -> {name} (a package file that must import nothing)" for name in imported]
             continue
         layer, part = part_of(module)
-        for name in sorted(imported):
+        for name in sorted(imported - set(DESCRIPTIVE)):  # a package file that imports nothing is below everything
             other_layer, other_part = part_of(name)
             if other_part != part and other_layer >= layer:
                 wrong.append(f"{module} -> {name}")
@@ -104,6 +115,16 @@ def test_imports_only_point_down():
     assert upward_imports(import_graph()) == []
 
 
+def test_relative_and_importlib_imports_are_seen():
+    source = "from ..train.runner import run_job\nimportlib.import_module('initbench.tasks')\n"
+    found = imports_in(source, "initbench.data")
+    assert found == {"initbench.train.runner", "initbench.tasks"}
+    graph = import_graph()
+    graph["initbench.data.loaders"] = graph["initbench.data.loaders"] | found
+    assert set(upward_imports(graph)) == {"initbench.data.loaders -> initbench.train.runner",
+                                          "initbench.data.loaders -> initbench.tasks"}
+
+
 @pytest.mark.parametrize(("importer", "imported"), [
     ("initbench.data.loaders", "initbench.train.runner"),  # a layer far above
     ("initbench.data.loaders", "initbench.models.layers"),  # a part of the same layer
@@ -118,11 +139,15 @@ def test_an_upward_import_is_caught(importer, imported):
 
 
 def test_the_trainer_dispatches_on_no_task_or_data_type():
-    """The loop asks the task; the one isinstance left checks the checkpoint file's format."""
+    """The loop asks the task: it names no class of the data or task packages but the `Task` interface, tests no
+    type, and the one isinstance left checks the checkpoint file's format."""
     trainer = (PACKAGE / "train" / "trainer.py").read_text()
-    checks = re.findall(r"isinstance\(([^)]*)\)", trainer)
-    assert checks == ["saved, dict"]
-    assert not re.search(r"\b(ImageData|FolderData|TranslationData|ClassificationTask|TranslationTask)\b", trainer)
+    assert re.findall(r"isinstance\(([^)]*)\)", trainer) == ["saved, dict"]
+    assert not re.search(r"\btype\(|\bhasattr\(|\.name\s*[!=]=|\.task\s*[!=]=", trainer)
+    classes = {node.name for folder in ("data", "tasks") for path in (PACKAGE / folder).rglob("*.py")
+               for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)} - {"Task"}
+    assert "ClassificationTask" in classes and "FolderData" in classes
+    assert not [name for name in classes if re.search(rf"\b{name}\b", trainer)]
 
 
 # ----------------------------------------------------------------------------- citations
@@ -130,16 +155,23 @@ def test_the_trainer_dispatches_on_no_task_or_data_type():
 CITING_FILES = [*PACKAGE.rglob("*.py"), *(REPO / "configs").rglob("*.yaml"), *(REPO / "scripts").glob("*.py"),
                 *(REPO / "docs").glob("*.md"), REPO / "README.md", REPO / "results" / "reported.csv"]
 REPOSITORY_PAGES = {path.name for folder in ("docs", ".") for path in (REPO / folder).glob("*.md")}
-# `owner/name@commit path` (a repository's file at a commit, docs/sources.md) and web addresses open elsewhere.
-EXTERNAL = re.compile(r"[\w.-]+/[\w.-]+@[0-9a-f]{7,40}\s+[\w./{},-]+|https?://\S+")
+# `owner/name@commit path`: a repository's file at a commit that docs/sources.md lists; web addresses open elsewhere.
+AT_COMMIT = re.compile(r"([\w.-]+/[\w.-]+)@([0-9a-f]{7,40})\s+`?[\w./{},-]+")
+WEB = re.compile(r"https?://\S+")
 MARKDOWN_FILE = re.compile(r"[\w./-]*\w\.md\b")
+SOURCES = (REPO / "docs" / "sources.md").read_text(encoding="utf-8")
 
 
 def unopenable_citations(text: str, where: Path) -> list[str]:
-    """The .md files a text names that are neither pages of this repository nor a repository's file at a commit."""
-    names = MARKDOWN_FILE.findall(EXTERNAL.sub(" ", text))
-    return [name for name in names if not (REPO / name).is_file() and not (where.parent / name).is_file()
-            and Path(name).name not in REPOSITORY_PAGES]
+    """What a text cites that a reader cannot open: a repository or commit docs/sources.md does not list, a .md path
+    that is not in this repository, a bare .md name that is not one of its pages."""
+    unlisted = [f"{repo}@{commit}" for repo, commit in AT_COMMIT.findall(text)
+                if not re.search(rf"\[{re.escape(repo)}\].*`{commit[:7]}", SOURCES)]
+    names = MARKDOWN_FILE.findall(WEB.sub(" ", AT_COMMIT.sub(" ", text)))
+    missing = [name for name in names
+               if not ((REPO / name).is_file() or (where.parent / name).is_file() if "/" in name
+                       else name in REPOSITORY_PAGES)]
+    return unlisted + missing
 
 
 def test_every_cited_file_is_in_the_repository():
@@ -149,5 +181,9 @@ def test_every_cited_file_is_in_the_repository():
 
 
 def test_a_citation_of_a_missing_notes_file_is_caught():
-    assert unopenable_citations("Fixup's rule (fixup.md 3.2)", REPO / "initbench" / "x.py") == ["fixup.md"]
-    assert unopenable_citations("(hongyi-zhang/Fixup@f3fa449 README.md; docs/sources.md)", REPO / "x.py") == []
+    where = REPO / "initbench" / "x.py"
+    assert unopenable_citations("Fixup's rule (fixup.md 3.2)", where) == ["fixup.md"]
+    assert unopenable_citations("see papers/fixup.md and docs/README.md", where) == ["papers/fixup.md",
+                                                                                    "docs/README.md"]
+    assert unopenable_citations("(someone/else@0123abc train.py)", where) == ["someone/else@0123abc"]
+    assert unopenable_citations("(hongyi-zhang/Fixup@f3fa449 README.md; docs/sources.md)", where) == []

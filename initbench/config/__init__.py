@@ -1,4 +1,4 @@
-"""A run's config in four modules, from the bottom up:
+"""A run's config in five modules, from the bottom up:
 
 - `schema`: the typed dataclasses Hydra merges `configs/` into (an unknown key or a wrong type fails at composition),
   with what each setting is for beside it (run control, or the task a section belongs to);

@@ -52,8 +52,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> RunPlan:
         raise choice_error("compile", cfg.compile, ("true", "false", *COMPILE_MODES))
     _check_choice("data.loader", cfg.data.loader, LOADERS)
     dataset = DATASETS[cfg.dataset.name]
-    if dataset.augments:
-        _check_choice(f"dataset.augment (for dataset={cfg.dataset.name})", cfg.dataset.augment, dataset.augments)
+    _check_augment(cfg.dataset, dataset.augments)
     _check_choice("optim.name", cfg.optim.name, tuple(OPTIMIZERS))
     _check_choice("schedule.name", cfg.schedule.name, tuple(SCHEDULES))
     _check_choice("schedule.interval", cfg.schedule.interval, SCHEDULE_INTERVALS)
@@ -68,7 +67,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> RunPlan:
         )
     check_model(cfg.model, cfg.norm)
     _check_task_of_model(cfg)
-    check_features(cfg, seeds, world_size)
+    check_features(cfg, seeds, hessian_every, world_size)
     if seeds.fused and checkpoint_segments(cfg.model):
         raise ConfigError(
             f"model.checkpoint_segments={cfg.model.checkpoint_segments} checkpoints this {cfg.model.depth}-layer net, "
@@ -84,23 +83,24 @@ def validate(cfg: DictConfig, world_size: int = 1) -> RunPlan:
     return RunPlan(task, seeds, warmup, hessian_every)
 
 
-def check_features(cfg: DictConfig, seeds: Seeds, world_size: int) -> None:
-    """Refuse, in one message, the optional features the config's task or dataset does not support, and pairs of
+def check_features(cfg: DictConfig, seeds: Seeds, hessian_every: HessianEvery, world_size: int) -> None:
+    """Refuse, in one message, the optional features the config's task does not support, or else every pair of
     features no task supports together (initbench/config/features.py)."""
     task = training_task(cfg)
-    used = features_used(cfg, seeds, DATASETS[cfg.dataset.name].streamed, world_size)
+    used = features_used(cfg, seeds, hessian_every, DATASETS[cfg.dataset.name].streamed, world_size)
     unsupported = [name for name in used if name not in task.features]
     if unsupported:
         because = task.unsupported_because
         raise ConfigError(
             f"{', '.join(used[name] for name in unsupported)}: not supported for {task.name}"
             f"{', ' + because if because else ''}. "
-            f"{'; '.join(FEATURES[name].off for name in unsupported).capitalize()}.")
-    for pair, reason in CONFLICTS.items():
-        if pair <= set(used):
-            first, second = sorted(pair, key=list(FEATURES).index)
-            raise ConfigError(f"{used[first]} and {used[second]} are not supported together: {reason}. "
-                              f"{FEATURES[first].off.capitalize()}, or {FEATURES[second].off}.")
+            f"{'; '.join(FEATURES[name] for name in unsupported).capitalize()}.")
+    clashes = [sorted(pair, key=list(FEATURES).index) for pair in CONFLICTS if pair <= set(used)]
+    if clashes:
+        problems = "; ".join(f"{used[first]} with {used[second]} ({CONFLICTS[frozenset({first, second})]})"
+                             for first, second in clashes)
+        advice = "; ".join(f"{FEATURES[first]}, or {FEATURES[second]}" for first, second in clashes)
+        raise ConfigError(f"Not supported together: {problems}. {advice.capitalize()}.")
 
 
 def _check_task_of_model(cfg: DictConfig) -> None:
@@ -110,9 +110,21 @@ def _check_task_of_model(cfg: DictConfig) -> None:
         models = ", ".join(name for name, arch in ARCHS.items() if arch.task == data_task)
         raise ConfigError(
             f"model.arch={cfg.model.arch} cannot train on dataset={cfg.dataset.name}: the model is built for "
-            f"{model_task}, the data are {data_task} data (model.arch for them: {models}). The Transformer (model=transformer_postln|"
-            "transformer_preln) is for the translation datasets, the image nets for the image datasets; try "
+            f"{model_task}, the data are {data_task} data (model.arch for them: {models}). The Transformer "
+            "(model=transformer_postln|transformer_preln) is for the translation datasets, the image nets for the "
+            "image datasets; try "
             "+experiment=smoke_translation or +experiment=iwslt14_postln.")
+
+
+def _check_augment(dataset: DictConfig, augments: tuple[str, ...]) -> None:
+    """The augmentations each kind of dataset has: crop/flip for images held in memory, ImageNet's resized crop for
+    a streamed dataset (or none)."""
+    if dataset.augment in augments:
+        return
+    known = tuple(dict.fromkeys(a for entry in DATASETS.values() for a in entry.augments))
+    _check_choice("dataset.augment", dataset.augment, known)
+    raise ConfigError(f"dataset.augment={dataset.augment} does not apply to {dataset.name}: use "
+                      f"dataset.augment={augments[0]} (or none).")
 
 
 def _check_crop(dataset: DictConfig) -> None:

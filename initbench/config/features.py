@@ -1,34 +1,25 @@
-"""The optional features a run may use, named once: tasks and datasets declare which of them they support
-(initbench/tasks, initbench/data), and `initbench.config.checks` refuses, in one place, a config that uses one its
-task or dataset does not support, or two that no task can combine.
+"""The optional features a run may use, named once: each task declares which of them it supports (initbench/tasks),
+each dataset whether it streams from disk (initbench/data), and `initbench.config.checks.check_features` refuses, in
+one place, a config that uses a feature its task does not support, or two that no task can combine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from omegaconf import DictConfig
 
-from initbench.config.values import Seeds, parse_hessian_every
+from initbench.config.values import HessianEvery, Seeds
 
-
-@dataclass(frozen=True)
-class Feature:
-    setting: str  # how a config turns it on, as the refusal names it
-    off: str  # how to do without it
-
-
+# feature -> how to do without it, as a refusal advises
 FEATURES = {
-    "fused": Feature("fused seeds (seed=[...])",
-                     "launch the seeds as separate jobs (python -m initbench -m ... seed=0,1,2)"),
-    "compile": Feature("compile", "leave compile=false"),
-    "hessian": Feature("measure.hessian_every", "leave measure.hessian_every=null"),
-    "mixup": Feature("train.mixup_alpha", "leave train.mixup_alpha=0"),
-    "cutout": Feature("dataset.cutout", "leave dataset.cutout=0"),
-    "torch_loader": Feature("data.loader=torch", "use data.loader=resident"),
-    "streamed": Feature("a dataset streamed from disk", "use a dataset held in memory (e.g. cifar10)"),
-    "ddp": Feature("a distributed job (several processes)", "run it in one process"),
-    "probe": Feature("task=probe", "use task=train"),
+    "fused": "launch the seeds as separate jobs (python -m initbench -m ... seed=0,1,2)",
+    "compile": "leave compile=false",
+    "hessian": "leave measure.hessian_every=null",
+    "mixup": "leave train.mixup_alpha=0",
+    "cutout": "leave dataset.cutout=0",
+    "torch_loader": "use data.loader=resident",
+    "streamed": "use a dataset held in memory (e.g. cifar10)",
+    "ddp": "run it in one process",
+    "probe": "use task=train",
 }
 
 # Pairs no task supports together, and why.
@@ -43,12 +34,13 @@ CONFLICTS = {
 }
 
 
-def features_used(cfg: DictConfig, seeds: Seeds, streamed: bool, world_size: int) -> dict[str, str]:
-    """feature -> the setting that turns it on in this config (as a refusal names it)."""
+def features_used(cfg: DictConfig, seeds: Seeds, hessian_every: HessianEvery, streamed: bool,
+                  world_size: int) -> dict[str, str]:
+    """feature -> the setting that turns it on in this config, as a refusal names it."""
     used = {
         "fused": seeds.fused and f"fused seeds (seed={list(seeds)})",
         "compile": cfg.compile is not False and f"compile={cfg.compile}",
-        "hessian": parse_hessian_every(cfg.measure.hessian_every).enabled and "measure.hessian_every",
+        "hessian": hessian_every.enabled and "measure.hessian_every",
         "mixup": bool(cfg.train.mixup_alpha) and f"train.mixup_alpha={cfg.train.mixup_alpha}",
         "cutout": cfg.dataset.cutout > 0 and f"dataset.cutout={cfg.dataset.cutout}",
         "torch_loader": cfg.data.loader == "torch" and "data.loader=torch",

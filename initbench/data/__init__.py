@@ -32,7 +32,7 @@ class Dataset:
     task: str = "classification"  # the task these data feed (initbench/tasks)
     keys: tuple[str, ...] = ()  # the dataset.* keys only this kind of dataset reads
     streamed: bool = False  # read from disk batch by batch, never held in memory
-    augments: tuple[str, ...] = IMAGE_AUGMENTS  # the dataset.augment values that apply ((): none is read)
+    augments: tuple[str, ...] = IMAGE_AUGMENTS  # the dataset.augment values that apply
 
 
 # The loaders built on torchvision are imported when a dataset is loaded, so that reading the registry (run ids,
@@ -95,8 +95,7 @@ DATASETS: dict[str, Dataset] = {
     "mnist": Dataset(_in_memory(_mnist)),
     "synthetic": Dataset(_in_memory(load_synthetic)),
     # Sentence pairs, as generated or prepared (initbench/data/translation.py).
-    **{name: Dataset(load, task="translation", keys=TRANSLATION_KEYS, augments=())
-       for name, load in TRANSLATION_DATASETS.items()},
+    **{name: Dataset(load, task="translation", keys=TRANSLATION_KEYS) for name, load in TRANSLATION_DATASETS.items()},
 }
 
 

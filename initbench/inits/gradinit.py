@@ -18,14 +18,14 @@ GradInit: the run is recorded as diverged at step 0, with the reason.
 `configs/init/gradinit.yaml` holds the CIFAR launch scripts' values (zhuchen03/gradinit@777c407
 launch/run_gradinit.sh): η 0.1, γ 1, normalised SGD, 390 iterations, 2 x 64 images, α_min 0.01, grad clip 1, and τ
 (`init.lr`) per model and norm (`lr_by_setting`: VGG-19 1e-2 / with BN 1e-1, ResNet-110 5e-2 / with BN 1e-3); other
-models get the CLI default 1e-3. On the Transformer the same file resolves to the fairseq IWSLT'14 script's values
-(Adam's sign step, η 1e-3, L1 bound γ 1000, τ 2.5e-3 with betas (0.9, 0.98), 780 iterations, clip 1e8, base = the
-reference init; zhuchen03/gradinit@777c407 fairseq/gradinit/launch/run_iwslt_14_gradinit_no_clipping.sh and
-fairseq/fairseq/dataclass/configs.py), and the fairseq version's differences apply: LayerNorm weights are bounded
-above by `init.ln_max_scale` (100), the scales' Adam keeps separate second moments for constraint and objective
-steps, batches are token batches (`init.batch_size` = 4000 tokens for S1 and S2 each: two draws of 2000, the thirds
-of the script's 6000-token batch, S1 and S2 sharing one) and the loss is the run's label-smoothed cross-entropy per
-target token (initbench/tasks/translation.py).
+models get the CLI default 1e-3. On the Transformer, `configs/init/gradinit_fairseq.yaml` (init=gradinit_fairseq)
+holds the fairseq IWSLT'14 script's values (Adam's sign step, η 1e-3, L1 bound γ 1000, τ 2.5e-3 with betas (0.9,
+0.98), 780 iterations, clip 1e8, base = the reference init; zhuchen03/gradinit@777c407
+fairseq/gradinit/launch/run_iwslt_14_gradinit_no_clipping.sh and fairseq/fairseq/dataclass/configs.py), and the
+fairseq version's differences apply: LayerNorm weights are bounded above by `init.ln_max_scale` (100), the scales'
+Adam keeps separate second moments for constraint and objective steps, batches are token batches (`init.batch_size`
+= 4000 tokens for S1 and S2 each: two draws of 2000, the thirds of the script's 6000-token batch, S1 and S2 sharing
+one) and the loss is the run's label-smoothed cross-entropy per target token (initbench/tasks/translation.py).
 """
 
 from __future__ import annotations

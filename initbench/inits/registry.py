@@ -86,7 +86,7 @@ def check_init(init_cfg: DictConfig, model_cfg: DictConfig, norm: str) -> None:
     if model_cfg.arch == "transformer" and not scheme.transformer:
         defined = ", ".join(name for name, s in sorted(INIT_SCHEMES.items()) if s.transformer)
         raise ConfigError(f"init={scheme.name} is not defined for the Transformer (model.arch=transformer). Schemes "
-                          f"that define it: {defined}.")
+                          f"that define it: {defined} (GradInit with its fairseq values: init=gradinit_fairseq).")
     if scheme.check is not None:
         scheme.check(model_cfg, norm, params)
 

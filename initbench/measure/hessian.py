@@ -10,8 +10,9 @@ jax/hessian_computation.py), or reverse-over-reverse (double backward, PyHessian
   λ1 is its largest Ritz value (in float64). Ritz values never exceed the true λ1, and 20 steps reach it to ~1e-5
   on well-spread spectra (our check: tests/test_hessian.py);
 - `power`: power iteration, the Rayleigh quotient as the estimate; with `arpit_quirks` as Arpit et al.'s code does
-  it (src/util/hessian.py): the vector rescaled by its largest-magnitude entry, that signed entry as the estimate
-  (the eigenvalue of largest magnitude), and every product averaged with a 1/(batches + 1) factor;
+  it (victorcampos7/weightnorm-init@d57a84e src/util/hessian.py): the vector rescaled by its largest-magnitude
+  entry, that signed entry as the estimate (the eigenvalue of largest magnitude), and every product averaged with a
+  1/(batches + 1) factor;
 - `trace_samples` > 0 adds Hutchinson's trace estimate (Rademacher probes);
 - for Adam, the preconditioned sharpness: λ1 of P^(-1/2) H P^(-1/2) with P = sqrt(v̂) + ε, Adam's current
   denominator (google/init2winit hessian/precondition.py), compared with (2 + 2β1) / ((1 − β1) η).

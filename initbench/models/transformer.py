@@ -45,7 +45,8 @@ def check(cfg: DictConfig, norm: str) -> None:
         raise ConfigError(f"norm={norm} is not defined for the Transformer: norm=layernorm (Post-LN / Pre-LN by "
                           "model.layout) or norm=none (no LayerNorm; with model.branch_scalars=fixup, Fixup's "
                           "transformer_zero). An init that sets another norm (wn_arpit, wn_datadep, wn_hanin: "
-                          "weightnorm) does not define the Transformer either: use init=default|xavier|fixup|gradinit.")
+                          "weightnorm) does not define the Transformer either: use "
+                          "init=default|xavier|fixup|gradinit_fairseq.")
     if cfg.share_embeddings not in SHARING:
         raise choice_error("model.share_embeddings", cfg.share_embeddings, SHARING)
     if cfg.branch_scalars not in ("none", "fixup"):

@@ -11,7 +11,10 @@ uses one it does not, before anything is built. The runner and the loop call, in
 - `start(seeds, generators)`: the training batches of the job's K runs; then per epoch `epoch()`, per batch
   `losses(...)`, and `evaluate(...)` after every epoch; `state_dict(k)` / `load_state_dict(k, ...)` carry what
   run k's batches draw from across a checkpoint;
+- `measurement_batches(seed, steps)` when λ1 is measured along training (tasks that declare "hessian");
 - `summary(rows)`: the task's own columns of a run's summary row.
+A task that measures instead of training (`trains = False`, the probe) implements `run(seeds, job_dir)` instead of
+the training calls.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -128,6 +132,15 @@ class Task(ABC):
     @abstractmethod
     def load_state_dict(self, run: int, state: dict) -> None:
         """Restore what `state_dict(run)` saved."""
+
+    def measurement_batches(self, seed: int, steps: int) -> Callable[[], list[Any]]:
+        """The batches run `seed`'s λ1 is measured on (epochs of `steps` steps); a task that declares "hessian"
+        provides them."""
+        raise NotImplementedError(f"the {self.name} task declares no λ1 measurement batches")
+
+    def run(self, seeds: Seeds, job_dir: Path) -> list:
+        """What a task that measures instead of training (`trains = False`) does with the job's runs."""
+        raise NotImplementedError(f"the {self.name} task trains; it has nothing to run instead")
 
     @classmethod
     def summary(cls, rows: list[dict]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 In a distributed job every rank takes its share of each global batch: the resident loader gives every rank the
 whole batch and the rank slices it; the folder loader loads only the rank's share. Mixup then pairs images within
 the rank's share, with the step's λ shared by all ranks (the official ImageNet script mixes each process's own
-batch: hongyi-zhang/Fixup imagenet/imagenet_train.py); one process mixes over the whole batch.
+batch: hongyi-zhang/Fixup@f3fa449 imagenet/imagenet_train.py); one process mixes over the whole batch.
 """
 
 from __future__ import annotations

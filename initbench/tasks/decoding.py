@@ -1,9 +1,9 @@
 """Decoding and scoring for translation: greedy decoding, beam search and corpus BLEU.
 
-- Beam search as fairseq's SequenceGenerator (facebookresearch/fairseq fairseq/sequence_generator.py): each step
-  the 2 x beam best extensions; EOS is finalised only from the first `beam` of them, a sentence is done with `beam`
-  finished hypotheses; score = sum log p / len^lenpen (len with EOS); pad banned, EOS banned before `min_len` = 1
-  token, forced at max length = a x (padded source length) + b. With beam 1 this is greedy decoding
+- Beam search as fairseq's SequenceGenerator (facebookresearch/fairseq@3d262bb fairseq/sequence_generator.py): each
+  step the 2 x beam best extensions; EOS is finalised only from the first `beam` of them, a sentence is done with
+  `beam` finished hypotheses; score = sum log p / len^lenpen (len with EOS); pad banned, EOS banned before `min_len`
+  = 1 token, forced at max length = a x (padded source length) + b. With beam 1 this is greedy decoding
   (`greedy_decode`, tested equal). Decoding is incremental, as fairseq's: each step runs the decoder on the new
   token only, with the earlier steps' self-attention keys and values cached (reordered with the beams) and the
   encoder's computed once.

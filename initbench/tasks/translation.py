@@ -3,7 +3,8 @@
 - Loss: label-smoothed cross-entropy summed over the non-pad target tokens and divided by their count (fairseq
   normalises the gradient by target tokens). `translation.smoothing_form=current`: (1 - eps - eps/(V-1)) NLL +
   eps/(V-1) sum_k -log p_k (fairseq since 2020); `fairseq2018`: (1 - eps) NLL + eps/V sum_k -log p_k
-  (facebookresearch/fairseq fairseq/criterions/label_smoothed_cross_entropy.py, then and now).
+  (facebookresearch/fairseq@3d262bb fairseq/criterions/label_smoothed_cross_entropy.py; the 2018 form at
+  facebookresearch/fairseq@5d00e8e fairseq/criterions/label_smoothed_cross_entropy.py).
 - metrics.csv gets, per epoch and per `translation.eval_splits` split (valid, test): `loss` (label-smoothed, per
   token, teacher-forced), `bleu_sacre`, `bleu_tok`; training: `loss` and `error` (token error, %). The summary adds
   the BLEU of the epoch with the best valid `bleu_sacre`.
@@ -90,7 +91,7 @@ class TranslationTask(Task):
 
     name = "translation"
     features = frozenset()
-    unsupported_because = "whose batches vary in length"
+    unsupported_because = "which trains one run per job, in one process, on token batches of varying length"
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:

@@ -79,6 +79,9 @@ def summary_row(cfg: DictConfig, plan: RunPlan, run: RunState, fused_runs: int, 
         "hessian_seconds": run.hessian_seconds,
         **plan.task.summary(run.rows),
     }
+    unknown = sorted(set(row) - set(SUMMARY_COLUMNS))
+    if unknown:  # a task's new column, not yet declared where the summary's columns are
+        raise ValueError(f"summary columns {unknown} are not in SUMMARY_COLUMNS (initbench/results/files.py)")
     return {column: row.get(column, math.nan) for column in SUMMARY_COLUMNS}
 
 
@@ -103,7 +106,8 @@ def run_job(cfg: DictConfig, job_dir: Path) -> list[dict] | None:
 def measure_job(cfg: DictConfig, job_dir: Path, plan: RunPlan | None = None) -> list:
     """Run a measuring task (the probe) on each run of the job; return what it measured per run."""
     plan = plan or validate(cfg)
-    return plan.task(cfg, plan.task.load_data(cfg), resolve_device(cfg.device)).run(plan.seeds, job_dir)
+    device = resolve_device(cfg.device)  # a device that is not there is refused before any data are read
+    return plan.task(cfg, plan.task.load_data(cfg), device).run(plan.seeds, job_dir)
 
 
 def train_job(cfg: DictConfig, job_dir: Path, plan: RunPlan | None = None) -> list[dict]:
@@ -134,7 +138,7 @@ def _check_distributed(cfg: DictConfig, plan: RunPlan, world: World) -> None:
     if not world.active:
         return
     check_same_config(world, OmegaConf.to_container(cfg, resolve=True))
-    check_features(cfg, plan.seeds, world.size)
+    check_features(cfg, plan.seeds, plan.hessian_every, world.size)
     if cfg.batch_size % world.size:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is the recipe's global batch, split over {world.size} processes: it must "
