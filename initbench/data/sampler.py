@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 
 from initbench.data.augment import Normalize, crop_flip, cutout_, sample_crop_flip, sample_cutout_centres
-from initbench.data.types import FolderData
-from initbench.data.types import ImageData
+from initbench.data.types import FolderData, ImageData
 
-# Learned inits draw from 30_000 + seed: away from the run's data order (seed) and the other samplers' streams,
-# the init batch of WN/LSUV (10_000 + seed), the probe (20_000), MetaInit's synthetic data (40_000) and the
-# Hessian measurement batches (50_000).
-SEED_OFFSET = 30_000
+# Each sampler draws from a generator seeded offset + the run's seed, away from the run's data order (seed) and from
+# the other samplers' streams (MetaInit's synthetic data draws from 40_000 + seed: initbench/inits/metainit.py).
+INIT_BATCH_OFFSET = 10_000  # the one batch of the data-dependent inits (WN, LSUV)
+PROBE_OFFSET = 20_000  # the probe's batch
+SEED_OFFSET = 30_000  # the learned inits' batches (images, and token batches: data/translation.py TokenSampler)
+HESSIAN_OFFSET = 50_000  # the λ1 measurement batches
 
 
 class TrainingSampler:

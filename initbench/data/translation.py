@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from initbench.data.sampler import SEED_OFFSET
 from initbench.errors import ConfigError, DataError
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -294,10 +295,10 @@ def eval_batches(split: Split, max_tokens: int, device: torch.device) -> Iterato
 
 class TokenSampler:
     """Token batches for the learned inits (GradInit): the training split shuffled pass by pass from a generator of
-    their own (seed + 30_000, as data/sampler.py's), each call taking the next pairs while sentences x longest stays
-    within `count` tokens. `size` is the split's token count (GradInit's pass check)."""
+    their own (seed + SEED_OFFSET, as data/sampler.py's), each call taking the next pairs while sentences x longest
+    stays within `count` tokens. `size` is the split's token count (GradInit's pass check)."""
 
-    def __init__(self, split: Split, seed: int, device: torch.device, offset: int = 30_000):
+    def __init__(self, split: Split, seed: int, device: torch.device, offset: int = SEED_OFFSET):
         self.split, self.device = split, device
         self.sizes = split.sizes()
         self.generator = torch.Generator().manual_seed(offset + seed)

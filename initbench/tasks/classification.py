@@ -20,7 +20,7 @@ from initbench.config.values import Seeds, Warmup
 from initbench.data import DATASETS, FolderData, ImageData
 from initbench.data.augment import Normalize
 from initbench.data.loaders import FolderLoader, ResidentLoader, TorchLoader, eval_batches, steps_per_epoch
-from initbench.data.sampler import TrainingSampler, training_sampler
+from initbench.data.sampler import HESSIAN_OFFSET, INIT_BATCH_OFFSET, TrainingSampler, training_sampler
 from initbench.distributed import SINGLE, World, all_sum
 from initbench.errors import ConfigError
 from initbench.inits import InitContext
@@ -29,10 +29,6 @@ from initbench.models import build_model
 from initbench.models.replicas import Replicas
 from initbench.tasks.base import Task, precision_context
 from initbench.tasks.mixup import draw_epoch_mixing
-
-# Each sampler's own stream, seeded offset + the run's seed (initbench/data/sampler.py lists them all).
-INIT_BATCH_SEED_OFFSET = 10_000  # the init batch of the data-dependent inits (WN, LSUV)
-HESSIAN_SEED_OFFSET = 50_000  # the λ1 measurement batches
 
 
 class ClassificationTask(Task):
@@ -94,7 +90,7 @@ class ClassificationTask(Task):
         """One training batch for data-dependent inits, augmented like any training batch (cutout included, as in
         Arpit et al.'s code): the first draw of a sampler of its own, so every call gives the same batch."""
         sampler = training_sampler(self.data, seed, normalize, self.augment, self.cfg.dataset.cutout,
-                                   torch.device("cpu"), INIT_BATCH_SEED_OFFSET)
+                                   torch.device("cpu"), INIT_BATCH_OFFSET)
         return sampler(self.cfg.batch_size)[0]
 
     def measurement_batches(self, seed: int, steps: int) -> Callable[[], list[Batch]]:
@@ -104,7 +100,7 @@ class ClassificationTask(Task):
         count = math.ceil(hessian.batch_fraction * steps) if hessian.batch_fraction else hessian.batches
         cutout = self.cfg.dataset.cutout if hessian.augment else 0  # augmented: as for training, cutout included
         sampler = TrainingSampler(self.data, seed, self.normalize, hessian.augment, cutout, self.device,
-                                  offset=HESSIAN_SEED_OFFSET)
+                                  offset=HESSIAN_OFFSET)
         size = min(hessian.batch_size, sampler.size)
         if hessian.resample:
             return lambda: [sampler(size) for _ in range(count)]

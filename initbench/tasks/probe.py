@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from initbench.config.values import Seeds
 from initbench.data.augment import Normalize
 from initbench.data.loaders import steps_per_epoch
-from initbench.data.sampler import TrainingSampler
+from initbench.data.sampler import PROBE_OFFSET, TrainingSampler
 from initbench.distributed import SINGLE, World
 from initbench.errors import ConfigError
 from initbench.measure.hessian import estimate, estimate_seed, settings_operator
@@ -30,7 +30,6 @@ from initbench.results.records import environment, run_dirs, write_run_record
 from initbench.tasks.classification import ClassificationTask
 
 PROBE_FILE = "probe.csv"
-PROBE_SEED_OFFSET = 20_000  # the probe batch's own stream (initbench/data/sampler.py lists the others)
 
 
 class ProbeTask(ClassificationTask):
@@ -54,7 +53,7 @@ class ProbeTask(ClassificationTask):
         """`probe.batch_size` training images (normalised, not augmented) and labels, drawn by a generator of their
         own."""
         normalize = Normalize(self.cfg.dataset.mean, self.cfg.dataset.std, torch.device("cpu"))
-        sampler = TrainingSampler(self.data, seed, normalize, False, 0, torch.device("cpu"), PROBE_SEED_OFFSET)
+        sampler = TrainingSampler(self.data, seed, normalize, False, 0, torch.device("cpu"), PROBE_OFFSET)
         return sampler(self.cfg.probe.batch_size)
 
     def hessian_at_init(self, model: torch.nn.Module, seed: int) -> float:
